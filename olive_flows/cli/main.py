@@ -1,0 +1,47 @@
+"""Entry point of the ``olive-flows`` command: dispatch to a subcommand, map failures to exit codes.
+
+Exit codes: 0 success; 2 a mistake in the recipe, its data or the command line; 3 an Olive pass
+failed or was pruned; 4 the exported package failed its checks; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from olive_flows import __version__
+from olive_flows.cli import list_cmd, run_cmd, validate_cmd
+from olive_flows.validate.problems import UserError
+
+SUBCOMMANDS = (run_cmd, validate_cmd, list_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="olive-flows", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"olive-flows {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(exc.text, file=sys.stderr)
+        count = len(exc.problems)
+        if count > 1:
+            print(f"{count} problems", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # failures of a pass or of the package carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return code

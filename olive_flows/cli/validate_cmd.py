@@ -1,0 +1,36 @@
+"""``olive-flows validate RECIPE...``: check recipes without importing torch or running anything."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.problems import UserError
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("validate", help="check recipes against the schema and the rules")
+    parser.add_argument(
+        "recipes", nargs="+", metavar="RECIPE", help="recipe files or built-in names; FIELD=VALUE items override fields"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate every recipe given; report all problems of all of them."""
+    recipes = [r for r in args.recipes if "=" not in r]
+    overrides = [r for r in args.recipes if "=" in r]
+    failed = []
+    for ref in recipes:
+        try:
+            recipe = load_recipe(ref, overrides)
+        except UserError as exc:
+            print(exc.text, file=sys.stderr)
+            failed.append(ref)
+            continue
+        print(f"{recipe.source}: ok ({recipe.name})")
+    if failed:
+        print(f"{len(failed)} of {len(recipes)} recipes have problems", file=sys.stderr)
+        return UserError.exit_code
+    return 0

@@ -1,0 +1,1 @@
+"""Step 3: compile a validated recipe into Olive workflow configs."""

@@ -1,0 +1,184 @@
+"""Compile a recipe into Olive workflow configs: one per (target, adapter).
+
+Each workflow is train (LoRA pass) -> ModelBuilder for the target -> ExtractAdapters. Olive caches
+every pass by its config and input, so the training pass of an adapter runs once even when several
+targets export it, and an unchanged re-run only copies cached results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from olive_flows import metadata
+from olive_flows.data.prepare import PreparedDataset
+from olive_flows.models.resolve import ModelRef
+from olive_flows.recipe.model import Recipe
+from olive_flows.validate.rules import effective_target_modules
+from olive_flows.workspace import Workspace
+
+TRAIN, BUILD, EXTRACT = "train", "build", "extract"
+TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
+EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Olive workflow: an adapter trained and exported for one target."""
+
+    target: str
+    adapter: str
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}/{self.adapter}"
+
+    def to_json(self) -> str:
+        """The config as byte-stable JSON (sorted keys), as `olive-flows compile` writes it."""
+        return json.dumps(self.config, indent=2, sort_keys=True) + "\n"
+
+
+def provider_of(target: dict[str, Any]) -> str:
+    """A target's execution provider: its own, else its device's default."""
+    return target["provider"] or metadata.default_provider(target["device"])
+
+
+def lora_node_names(modules: list[str], num_layers: int) -> list[str]:
+    """ModelBuilder's names for the LoRA MatMuls of ``modules``, to keep them out of int4/int8.
+
+    Quantizing them breaks the base model with no adapter active and freezes the rank, so they stay
+    float. Names that a graph does not contain are harmless to list.
+    """
+    paths = metadata.load("architectures")["onnx_lora_paths"]
+    sub_paths = sorted({p for module in modules for p in paths.get(module, [])})
+    return [
+        f"/model/layers.{layer}/{sub}/{half}/MatMul"
+        for layer in range(num_layers)
+        for sub in sub_paths
+        for half in ("lora_A", "lora_B")
+    ]
+
+
+def total_steps(training: dict[str, Any], train_rows: int) -> int:
+    """Optimizer steps the training will take (max_steps, else epochs over the rows)."""
+    if training.get("max_steps"):
+        return training["max_steps"]
+    batches = math.ceil(train_rows / training["batch_size"])
+    return max(1, math.ceil(batches / training["grad_accum"] * training["epochs"]))
+
+
+def _data_config(name: str, path: str, max_seq_len: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "HuggingfaceContainer",
+        "load_dataset_config": {"data_name": "json", "data_files": path, "split": "train"},
+        "pre_process_data_config": {
+            "strategy": "line-by-line",
+            "chat_template": True,
+            "max_seq_len": max_seq_len,
+            "pad_to_max_len": False,
+        },
+    }
+
+
+def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset) -> tuple[dict, list[dict]]:
+    spec = recipe.adapters[adapter]
+    training = spec["training"]
+    steps = total_steps(training, data.train_rows)
+    length = (
+        {"max_steps": training["max_steps"]} if training.get("max_steps") else {"num_train_epochs": training["epochs"]}
+    )
+    data_configs = [
+        _data_config(TRAIN_DATA, str(data.train_file), training["max_seq_len"]),
+        _data_config(EVAL_DATA, str(data.eval_file), training["max_seq_len"]),
+    ]
+    train = {
+        "type": metadata.load("methods")[spec["method"]]["olive_pass"],
+        "r": spec["r"],
+        "alpha": spec["alpha"],
+        "lora_dropout": spec["dropout"],
+        "target_modules": effective_target_modules(recipe, adapter),
+        "torch_dtype": recipe.data["model"]["dtype"],
+        "train_data_config": TRAIN_DATA,
+        "eval_data_config": EVAL_DATA,
+        "training_args": {
+            **length,
+            "learning_rate": training["learning_rate"],
+            "per_device_train_batch_size": training["batch_size"],
+            "per_device_eval_batch_size": training["batch_size"],
+            "gradient_accumulation_steps": training["grad_accum"],
+            "warmup_ratio": training["warmup_ratio"],
+            "lr_scheduler_type": training["lr_scheduler"],
+            "weight_decay": training["weight_decay"],
+            "seed": training["seed"],
+            "data_seed": training["seed"],
+            "gradient_checkpointing": training["gradient_checkpointing"],
+            "eval_strategy": "steps",
+            "eval_steps": max(1, steps // EVALS_PER_TRAINING),
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "report_to": "none",
+            "disable_tqdm": True,
+        },
+    }
+    return train, data_configs
+
+
+def _build_pass(target: dict[str, Any], modules: list[str], num_layers: int) -> dict[str, Any]:
+    build: dict[str, Any] = {"type": "ModelBuilder", "precision": target["precision"]}
+    if target["precision"] == "int4":
+        options = target["int4"]
+        build.update(
+            int4_block_size=options["block_size"],
+            int4_accuracy_level=options["accuracy_level"],
+            int4_is_symmetric=options["symmetric"],
+        )
+    if target["precision"] in {"int4", "int8"}:
+        build["int4_nodes_to_exclude"] = lora_node_names(modules, num_layers)
+    return build
+
+
+def _system(device: str, provider: str) -> dict[str, Any]:
+    return {"type": "LocalSystem", "accelerators": [{"device": device, "execution_providers": [provider]}]}
+
+
+def compile_recipe(
+    recipe: Recipe, model: ModelRef, num_layers: int, datasets: dict[str, PreparedDataset], workspace: Workspace
+) -> list[Job]:
+    """Every Olive workflow the recipe needs, in target order then adapter order."""
+    jobs = []
+    input_model: dict[str, Any] = {"type": "HfModel", "model_path": model.path}
+    load_kwargs = {"trust_remote_code": model.trust_remote_code}
+    if model.revision:
+        load_kwargs["revision"] = model.revision
+    input_model["load_kwargs"] = load_kwargs
+    for target_name, target in recipe.targets.items():
+        provider = provider_of(target)
+        profile = metadata.target_profile(provider)
+        for adapter in recipe.target_adapters(target_name):
+            train, data_configs = _train_pass(recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]])
+            config = {
+                "workflow_id": recipe.name,
+                "input_model": input_model,
+                "systems": {
+                    "host": _system("cpu", "CPUExecutionProvider"),
+                    "target": _system(profile["olive_device"], provider),
+                },
+                "host": "host",
+                "target": "target",
+                "data_configs": data_configs,
+                "passes": {
+                    TRAIN: train,
+                    BUILD: _build_pass(target, train["target_modules"], num_layers),
+                    EXTRACT: {"type": "ExtractAdapters"},
+                },
+                "evaluate_input_model": False,
+                "cache_dir": str(workspace.olive_cache),
+                "output_dir": str(workspace.job(target_name, adapter)),
+                "log_severity_level": 1,
+            }
+            jobs.append(Job(target_name, adapter, config))
+    return jobs

@@ -1,0 +1,1 @@
+"""Training data: row formats, checks and deterministic train/held-out splits."""

@@ -1,0 +1,1 @@
+"""Step 6: evaluate a package with onnxruntime-genai: smoke test and task metrics."""

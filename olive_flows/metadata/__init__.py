@@ -1,0 +1,36 @@
+"""Metadata that drives olive-flows (architectures, targets, built-in models), kept as JSON data."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from olive_flows.paths import METADATA_DIR
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    """Return the parsed metadata file ``<name>.json``."""
+    with open(METADATA_DIR / f"{name}.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def architecture(model_type: str) -> dict[str, Any] | None:
+    """Facts about one Hugging Face ``model_type``, or None when olive-flows has none."""
+    return load("architectures")["architectures"].get(model_type)
+
+
+def target_profile(provider: str) -> dict[str, Any]:
+    """The profile of an execution provider (device, precisions, runtime package)."""
+    return load("targets")["profiles"][provider]
+
+
+def default_provider(device: str) -> str:
+    """The execution provider a target on ``device`` uses when the recipe names none."""
+    return load("targets")["device_default_provider"][device]
+
+
+def builtin_model(name: str) -> dict[str, Any] | None:
+    """The registry entry of ``builtin:<name>``, or None."""
+    return load("builtin_models").get(name)

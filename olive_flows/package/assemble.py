@@ -1,0 +1,81 @@
+"""Assemble one target's multi-adapter package from the Olive outputs of its adapters.
+
+Every adapter's workflow exports the same base graph (LoRA weights become optional inputs), so the
+package holds one copy of the base files and one .onnx_adapter file per adapter. The copies are
+compared first (graphs after dropping rank hints, other files byte for byte): a package must never
+pair an adapter with a base it was not built on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import shutil
+from pathlib import Path
+
+from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX
+from olive_flows.files import sha256_file
+from olive_flows.package.graph import shared_graph
+
+BASE_FILE_PATTERNS = (
+    "*.onnx",
+    "*.onnx.data",
+    "genai_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
+EXTRACTED_ADAPTER = "adapter_weights.onnx_adapter"
+
+
+class PackageError(Exception):
+    """The Olive outputs cannot form a valid package; the CLI exits with code 4."""
+
+    exit_code = 4
+
+
+def base_files(folder: Path) -> list[str]:
+    """Names of the files in an Olive output folder that belong to the shared base package."""
+    return sorted(p.name for p in folder.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in BASE_FILE_PATTERNS))
+
+
+def _digest(path: Path) -> str:
+    if path.name.endswith(".onnx"):
+        return hashlib.sha256(shared_graph(path)).hexdigest()
+    return sha256_file(path)
+
+
+def assemble(outputs: dict[str, Path], staging: Path) -> None:
+    """Copy one base and every adapter from ``outputs`` (adapter name -> Olive output folder)."""
+    names = list(outputs)
+    first = outputs[names[0]]
+    files = base_files(first)
+    if not any(f.endswith(".onnx") for f in files):
+        raise PackageError(f"no ONNX model in {first}")
+    digests = {f: _digest(first / f) for f in files}
+    for adapter in names[1:]:
+        folder = outputs[adapter]
+        if base_files(folder) != files:
+            raise PackageError(f"adapter '{adapter}' was exported with different base files than '{names[0]}'")
+        for f in files:
+            if _digest(folder / f) != digests[f]:
+                raise PackageError(
+                    f"{f} of adapter '{adapter}' differs from that of '{names[0]}': the adapters do not share one base"
+                )
+    staging.mkdir(parents=True)
+    for f in files:
+        if f.endswith(".onnx"):
+            (staging / f).write_bytes(shared_graph(first / f))
+        else:
+            shutil.copy2(first / f, staging / f)
+    (staging / ADAPTER_DIR).mkdir()
+    for adapter, folder in outputs.items():
+        extracted = folder / EXTRACTED_ADAPTER
+        if not extracted.is_file():
+            raise PackageError(f"Olive's output for adapter '{adapter}' has no {EXTRACTED_ADAPTER} ({folder})")
+        shutil.copy2(extracted, staging / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}")

@@ -1,0 +1,30 @@
+"""Where olive-flows finds its own files and keeps its caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+SCHEMA_PATH = REPO_ROOT / "schemas" / "recipe.schema.json"
+RECIPES_DIR = REPO_ROOT / "recipes"
+METADATA_DIR = PACKAGE_DIR / "metadata"
+
+
+def cache_dir() -> Path:
+    """User cache for materialized built-in models: $OLIVE_FLOWS_CACHE, else $XDG_CACHE_HOME/olive-flows."""
+    explicit = os.environ.get("OLIVE_FLOWS_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "olive-flows"
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it, so messages stay short."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

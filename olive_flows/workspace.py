@@ -1,0 +1,55 @@
+"""Where a recipe's packages, work files and run records live on disk.
+
+    <output.dir>/<recipe>/<target>/          the package of one target
+    <output.dir>/<recipe>/_work/data/        train/eval splits, named by content hash
+    <output.dir>/<recipe>/_work/olive-cache/ Olive's pass cache (what makes re-runs fast)
+    <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
+    <output.dir>/<recipe>/_work/compiled/    the Olive configs `run` executes
+    <output.dir>/<recipe>/_work/runs/<id>/   one folder per run: logs, configs, timings
+
+Recipe, target and adapter names cannot start with '_', so no target folder can clash with _work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from olive_flows.recipe.model import Recipe
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders of one recipe's output."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> Workspace:
+        return cls(Path(recipe.data["output"]["dir"]).resolve() / recipe.name)
+
+    @property
+    def work(self) -> Path:
+        return self.root / "_work"
+
+    @property
+    def data(self) -> Path:
+        return self.work / "data"
+
+    @property
+    def olive_cache(self) -> Path:
+        return self.work / "olive-cache"
+
+    @property
+    def compiled(self) -> Path:
+        return self.work / "compiled"
+
+    @property
+    def runs(self) -> Path:
+        return self.work / "runs"
+
+    def job(self, target: str, adapter: str) -> Path:
+        return self.work / "jobs" / target / adapter
+
+    def package(self, target: str) -> Path:
+        return self.root / target

@@ -1,0 +1,114 @@
+"""Shared fixtures: the built-in model's tokenizer and tiny random models of each architecture.
+
+The tiny models are real transformers models with random weights and the real SmolLM2 tokenizer,
+small enough that a whole run (train, ModelBuilder export, ExtractAdapters, generation) takes
+seconds. Nothing is mocked: Olive, peft, ModelBuilder and onnxruntime-genai all run for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART_DATA = REPO / "recipes" / "data" / "quickstart"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+# Tiny configs per architecture; vocab and special tokens come from SmolLM2's real tokenizer.
+TINY_CONFIGS = {
+    "llama": {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+    },
+    "phi3": {
+        "architectures": ["Phi3ForCausalLM"],
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 4096,
+        "original_max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The materialized built-in SmolLM2 folder (created once per machine, then reused)."""
+    from olive_flows.models.builtin import materialize
+
+    return materialize("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, smollm2_folder):
+    """Factory: a tiny random model folder of an architecture, with SmolLM2's tokenizer."""
+    made: dict[str, Path] = {}
+
+    def make(model_type: str) -> Path:
+        if model_type in made:
+            return made[model_type]
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
+        source = json.loads((smollm2_folder / "config.json").read_text())
+        special = {k: source[k] for k in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")}
+        config = AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type], **special)
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        for name in TOKENIZER_FILES:
+            shutil.copy(smollm2_folder / name, folder / name)
+        made[model_type] = folder
+        return folder
+
+    return make
+
+
+def write_recipe(folder: Path, recipe: dict, rows: int = 40) -> Path:
+    """Write ``recipe`` to folder/recipe.yaml with the first ``rows`` rows of each quickstart dataset."""
+    data = folder / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in ("contacts", "dates"):
+        lines = (QUICKSTART_DATA / f"{name}.jsonl").read_text().splitlines()[:rows]
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def tiny_recipe(model: Path, output: Path, **targets: dict) -> dict:
+    """A two-adapter recipe (different ranks, same modules) for a tiny model; a few steps each."""
+    training = {"max_steps": 3, "batch_size": 2, "learning_rate": 0.01, "max_seq_len": 96}
+    return {
+        "schema_version": 1,
+        "name": "tiny",
+        "model": {"id": str(model)},
+        "datasets": {
+            "contacts": {"path": "data/contacts.jsonl", "eval_split": 0.1},
+            "dates": {"path": "data/dates.jsonl", "eval_split": 0.1},
+        },
+        "adapters": {
+            "contacts": {"dataset": "contacts", "r": 8, "training": training},
+            "dates": {"dataset": "dates", "r": 4, "training": training},
+        },
+        "targets": targets or {"cpu": {"device": "cpu", "precision": "int4"}},
+        "evaluation": {
+            "max_new_tokens": 4,
+            "max_rows": 2,
+            "metrics": {"contacts": ["json_fields"], "dates": ["exact_match"]},
+        },
+        "output": {"dir": str(output)},
+    }

@@ -1,0 +1,55 @@
+"""The olive-flows command: exit codes, and that mistakes stop a run before anything is trained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+from olive_flows.cli.main import main
+
+
+def olive_flows(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "olive_flows", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_validate_builtin_recipes(capsys):
+    assert main(["validate", "quickstart", "phi-lora"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "recipes/quickstart.yaml: ok (quickstart)",
+        "recipes/phi-lora.yaml: ok (phi-lora)",
+    ]
+
+
+def test_validate_imports_no_torch():
+    code = "import sys; from olive_flows.cli.main import main; main(['validate', 'quickstart']); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_typo_stops_the_run_before_training(tmp_path):
+    recipe = (REPO / "recipes" / "quickstart.yaml").read_text().replace("    r: 16", "    rank: 16", 1)
+    (tmp_path / "data").symlink_to(REPO / "recipes" / "data")
+    (tmp_path / "typo.yaml").write_text(recipe)
+    result = olive_flows("run", str(tmp_path / "typo.yaml"), f"output.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 2
+    line = recipe.splitlines().index("    rank: 16") + 1
+    assert (
+        f"typo.yaml:{line}:5: adapters.contacts.rank: unknown field; did you mean 'r'? (olive-flows' name for rank)"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists(), "nothing may be written for an invalid recipe"
+
+
+def test_unknown_recipe_suggests_a_builtin():
+    result = olive_flows("validate", "quikstart")
+    assert result.returncode == 2
+    assert "quikstart: no such recipe file or built-in recipe; did you mean 'quickstart'?" in result.stderr
+
+
+def test_list_shows_builtin_recipes(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "phi-lora" in out

@@ -1,0 +1,99 @@
+"""Compiling recipes into Olive workflow configs: pass chain, parameters, and byte stability."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from olive_flows.compile.workflow import compile_recipe, lora_node_names, total_steps
+from olive_flows.data.prepare import prepare_dataset
+from olive_flows.models.resolve import model_facts, model_ref
+from olive_flows.recipe.load import load_recipe
+from olive_flows.workspace import Workspace
+
+
+def compile_builtin(name: str, tmp_path):
+    recipe = load_recipe(name, [f"output.dir={tmp_path}"])
+    workspace = Workspace.of(recipe)
+    ref = model_ref(recipe)
+    datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
+    return compile_recipe(recipe, ref, model_facts(ref)["num_hidden_layers"], datasets, workspace)
+
+
+def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
+    jobs = compile_builtin("quickstart", tmp_path)
+    assert [(j.target, j.adapter) for j in jobs] == [("cpu", "contacts"), ("cpu", "dates")]
+    config = jobs[0].config
+    assert list(config["passes"]) == ["train", "build", "extract"]
+    train, build = config["passes"]["train"], config["passes"]["build"]
+    assert train["type"] == "LoRA" and train["r"] == 16 and train["alpha"] == 32 and train["lora_dropout"] == 0.05
+    assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"], "llama default from metadata"
+    args = train["training_args"]
+    assert args["max_steps"] == 100 and "num_train_epochs" not in args
+    assert args["per_device_train_batch_size"] == 4 and args["learning_rate"] == 0.001
+    assert args["gradient_checkpointing"] is False and args["lr_scheduler_type"] == "cosine"
+    assert build == {
+        "type": "ModelBuilder",
+        "precision": "int4",
+        "int4_block_size": 32,
+        "int4_accuracy_level": 4,
+        "int4_is_symmetric": True,
+        "int4_nodes_to_exclude": build["int4_nodes_to_exclude"],
+    }
+    assert len(build["int4_nodes_to_exclude"]) == 30 * 4 * 2
+    assert all(
+        re.fullmatch(r"/model/layers\.\d+/attn/[qkvo]_proj/lora_[AB]/MatMul", n) for n in build["int4_nodes_to_exclude"]
+    )
+    data = {d["name"]: d for d in config["data_configs"]}
+    pre = data["train_rows"]["pre_process_data_config"]
+    assert pre == {"strategy": "line-by-line", "chat_template": True, "max_seq_len": 128, "pad_to_max_len": False}
+    assert data["train_rows"]["load_dataset_config"]["split"] == "train"
+    assert config["systems"]["target"]["accelerators"] == [
+        {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
+    ]
+    assert config["workflow_id"] == "quickstart", "one workflow id per recipe lets targets share cached training"
+
+
+def test_compile_is_byte_stable(tmp_path):
+    first = compile_builtin("quickstart", tmp_path)
+    second = compile_builtin("quickstart", tmp_path)
+    assert [j.to_json() for j in first] == [j.to_json() for j in second]
+    assert json.loads(first[0].to_json()) == first[0].config
+
+
+def test_phi_lora_compiles_for_cpu_and_cuda(tmp_path):
+    jobs = compile_builtin("phi-lora", tmp_path)
+    assert [(j.target, j.adapter) for j in jobs] == [
+        ("cpu", "contacts"),
+        ("cpu", "dates"),
+        ("cuda", "contacts"),
+        ("cuda", "dates"),
+    ]
+    cuda = jobs[2].config
+    assert cuda["systems"]["target"]["accelerators"] == [
+        {"device": "gpu", "execution_providers": ["CUDAExecutionProvider"]}
+    ]
+    assert cuda["passes"]["train"]["target_modules"] == ["qkv_proj", "o_proj"]
+    assert cuda["passes"]["train"]["torch_dtype"] == "bfloat16"
+    assert cuda["passes"]["train"]["training_args"]["num_train_epochs"] == 2
+    assert cuda["input_model"]["model_path"] == "microsoft/Phi-3-mini-4k-instruct"
+    names = set(cuda["passes"]["build"]["int4_nodes_to_exclude"])
+    assert (
+        "/model/layers.31/attn/qkv_proj/lora_B/MatMul" in names and "/model/layers.0/attn/q_proj/lora_A/MatMul" in names
+    )
+    assert jobs[0].config["passes"]["train"] == cuda["passes"]["train"], "training is the same pass for both targets"
+
+
+def test_lora_node_names_cover_unpacked_projections():
+    names = lora_node_names(["gate_up_proj"], 1)
+    assert names == [
+        f"/model/layers.0/mlp/{p}/{h}/MatMul"
+        for p in ("gate_proj", "gate_up_proj", "up_proj")
+        for h in ("lora_A", "lora_B")
+    ]
+
+
+def test_total_steps_from_epochs():
+    training = {"max_steps": None, "epochs": 2, "batch_size": 4, "grad_accum": 2}
+    assert total_steps(training, 17) == 5  # ceil(17/4)=5 batches, /2 accumulation, x2 epochs
+    assert total_steps({**training, "max_steps": 7}, 17) == 7

@@ -1,0 +1,92 @@
+"""End-to-end runs on tiny random models: train, export, package, and generate with every adapter."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_recipe, write_recipe
+
+from olive_flows.files import sha256_file
+from olive_flows.recipe.load import load_recipe
+from olive_flows.run.console import Console
+from olive_flows.run.pipeline import run_recipe
+
+BASE_FILES = {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"}
+
+
+def first_logits(package, adapter: str | None) -> np.ndarray:
+    """Logits for the next token after a fixed prompt, straight from onnxruntime-genai, on the CPU."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(package))
+    config.clear_providers()
+    model = og.Model(config)
+    tokenizer = og.Tokenizer(model)
+    adapters = og.Adapters(model)
+    for name in ("contacts", "dates"):
+        adapters.load(str(package / "adapters" / f"{name}.onnx_adapter"), name)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=64)
+    generator = og.Generator(model, params)
+    if adapter:
+        generator.set_active_adapter(adapters, adapter)
+    generator.append_tokens(tokenizer.encode("Normalize this date: 5 March 2021"))
+    return np.array(generator.get_logits())
+
+
+@pytest.mark.parametrize("model_type", ["llama", "phi3"])
+def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
+    result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
+
+    package = result.packages["cpu"]
+    assert package == tmp_path / "out" / "tiny" / "cpu"
+    assert {p.name for p in package.iterdir()} >= BASE_FILES
+    assert sorted(p.name for p in (package / "adapters").iterdir()) == ["contacts.onnx_adapter", "dates.onnx_adapter"]
+    assert not list(package.parent.glob(".cpu.*")), "staging folders must not be left behind"
+
+    manifest = json.loads((package / "manifest.json").read_text())
+    on_disk = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        assert sha256_file(package / name) == entry["sha256"], name
+        assert (package / name).stat().st_size == entry["size"], name
+    assert manifest["adapters"]["contacts"]["r"] == 8 and manifest["adapters"]["dates"]["r"] == 4
+    assert manifest["target"]["precision"] == "int4" and manifest["smoke_check"] == "passed"
+    assert manifest["versions"]["onnxruntime-genai"].startswith("0.14")
+
+    base = first_logits(package, None)
+    contacts, dates = first_logits(package, "contacts"), first_logits(package, "dates")
+    assert np.isfinite(base).all() and np.isfinite(contacts).all() and np.isfinite(dates).all()
+    assert not np.allclose(base, contacts) and not np.allclose(base, dates) and not np.allclose(contacts, dates)
+
+    scores = json.loads((package / "eval.json").read_text())
+    assert scores == result.scores["cpu"]
+    assert set(scores["adapters"]) == {"contacts", "dates"}
+    assert "contacts/json_fields" in scores["base"]["metrics"]
+
+
+def test_phi_lora_recipe_with_a_tiny_phi3(tiny_model, tmp_path):
+    """The built-in phi-lora recipe as written, with its model swapped for a tiny random Phi-3."""
+    overrides = [f"model.id={tiny_model('phi3')}", f"output.dir={tmp_path}", "evaluation.max_rows=2"]
+    for adapter in ("contacts", "dates"):
+        training = f"adapters.{adapter}.training"
+        overrides += [f"{training}.epochs=null", f"{training}.max_steps=2", f"{training}.batch_size=2"]
+    recipe = load_recipe("phi-lora", overrides)
+    result = run_recipe(recipe, console=Console(io.StringIO()))
+
+    assert set(result.packages) == {"cpu", "cuda"}
+    for target, package in result.packages.items():
+        manifest = json.loads((package / "manifest.json").read_text())
+        assert (
+            manifest["target"]["provider"] == {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[target]
+        )
+        assert manifest["adapters"]["contacts"]["target_modules"] == ["qkv_proj", "o_proj"]
+        for adapter in (None, "contacts", "dates"):
+            assert np.isfinite(first_logits(package, adapter)).all()
+    assert json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"][
+        "session_options"
+    ]["provider_options"], "the CUDA package asks for the CUDA provider"

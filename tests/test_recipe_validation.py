@@ -1,0 +1,138 @@
+"""Recipe loading: schema errors and rule violations point at the file, line and field, all at once."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.problems import UserError
+
+VALID = """\
+schema_version: 1
+name: demo
+model:
+  id: builtin:smollm2-135m-instruct
+datasets:
+  people:
+    path: people.jsonl
+adapters:
+  first:
+    dataset: people
+  second:
+    dataset: people
+    r: 4
+targets:
+  cpu:
+    device: cpu
+"""
+ROW = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run in the recipe's folder, so that messages show the short relative path."""
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path, text: str, rows: str = ROW * 3):
+    (tmp_path / "people.jsonl").write_text(rows)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path, text: str, overrides=(), rows: str = ROW * 3) -> list[str]:
+    with pytest.raises(UserError) as info:
+        load_recipe(write(tmp_path, text, rows), overrides)
+    return [p.format() for p in info.value.problems]
+
+
+def test_valid_recipe_loads_with_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, VALID))
+    assert recipe.adapters["first"]["r"] == 16 and recipe.adapters["second"]["r"] == 4
+    assert recipe.target_adapters("cpu") == ["first", "second"]
+
+
+def test_misspelled_key_names_line_and_suggests(tmp_path):
+    found = problems(tmp_path, VALID.replace("    r: 4", "    lora_r: 4"))
+    assert found == [
+        "recipe.yaml:13:5: adapters.second.lora_r: unknown field; did you mean 'r'? (olive-flows' name for lora_r)"
+    ]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = VALID.replace("    r: 4", "    r: four").replace("device: cpu", "device: cpuu")
+    found = problems(tmp_path, text)
+    assert len(found) == 2
+    assert found[0].startswith("recipe.yaml:13:8: adapters.second.r: expected integer; found string")
+    assert found[1] == (
+        "recipe.yaml:16:13: targets.cpu.device: expected one of cpu, gpu; found string \"cpuu\"; did you mean 'cpu'?"
+    )
+
+
+def test_duplicate_keys_are_errors(tmp_path):
+    found = problems(tmp_path, VALID + "  cpu:\n    device: gpu\n")
+    assert found == ["recipe.yaml:17:3: targets.cpu: duplicate key 'cpu' (first set on line 15)"]
+
+
+def test_dangling_dataset_reference(tmp_path):
+    found = problems(tmp_path, VALID.replace("dataset: people\n  second", "dataset: peeple\n  second"))
+    assert found == ["recipe.yaml:10:14: adapters.first.dataset: no dataset named 'peeple'; did you mean 'people'?"]
+
+
+def test_adapters_in_one_target_must_share_modules(tmp_path):
+    found = problems(tmp_path, VALID.replace("    r: 4", "    r: 4\n    target_modules: [q_proj]"))
+    assert len(found) == 1
+    assert "recipe.yaml:14:21: adapters.second.target_modules: target modules ['q_proj'] differ" in found[0]
+
+
+def test_precision_the_provider_cannot_produce(tmp_path):
+    found = problems(tmp_path, VALID.replace("device: cpu", "device: cpu\n    precision: fp16"))
+    assert found == [
+        "recipe.yaml:17:16: targets.cpu.precision: fp16 is not available for CPUExecutionProvider (device cpu); "
+        "choose one of int4, int8, fp32"
+    ]
+
+
+def test_bad_data_rows_are_caught_at_validation(tmp_path):
+    bad = '{"messages": [{"role": "user", "content": "only a question"}]}\n'
+    found = problems(tmp_path, VALID, rows=ROW + bad)
+    assert len(found) == 1 and "line 2 of people.jsonl is not a chat row" in found[0]
+    assert "must end with an assistant message" in found[0]
+
+
+def test_unsafe_names_are_rejected(tmp_path):
+    found = problems(tmp_path, VALID.replace("name: demo", "name: ../escape"))
+    assert found[0].startswith("recipe.yaml:2:7: name: must be a safe folder name")
+
+
+def test_overrides_are_checked_like_the_file(tmp_path):
+    recipe = load_recipe(write(tmp_path, VALID), ["adapters.first.r=32", "targets.cpu.precision=fp32"])
+    assert recipe.adapters["first"]["r"] == 32 and recipe.targets["cpu"]["precision"] == "fp32"
+    found = problems(tmp_path, VALID, ["adapters.first.r=big"])
+    assert found == ["override 'adapters.first.r=big': adapters.first.r: expected integer; found string \"big\""]
+
+
+def test_null_override_restores_the_default(tmp_path):
+    text = VALID.replace("    r: 4", "    r: 4\n    training: {epochs: 3}")
+    recipe = load_recipe(
+        write(tmp_path, text), ["adapters.second.training.epochs=null", "adapters.second.training.max_steps=5"]
+    )
+    assert recipe.adapters["second"]["training"]["max_steps"] == 5
+
+
+def test_max_steps_and_epochs_together_are_an_error(tmp_path):
+    found = problems(tmp_path, VALID.replace("    r: 4", "    r: 4\n    training: {epochs: 3, max_steps: 5}"))
+    assert found == ["recipe.yaml:14:15: adapters.second.training: set either max_steps or epochs, not both"]
+
+
+def test_yaml_syntax_error_has_a_location(tmp_path):
+    found = problems(tmp_path, VALID + "targets: [\n")
+    assert len(found) == 1 and found[0].startswith("recipe.yaml:") and "invalid YAML" in found[0]
+
+
+def test_builtin_recipes_validate():
+    for name in ("quickstart", "phi-lora"):
+        assert load_recipe(name).name == name
