@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup finetune test test-fast lint validate list clean distclean
+.PHONY: setup finetune test test-fast lint validate list docs clean distclean
 
 setup: $(STAMP)
 
@@ -45,3 +45,6 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) *.egg-info
+
+docs: setup
+	$(BIN)/python scripts/schema_docs.py

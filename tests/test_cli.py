@@ -46,10 +46,44 @@ def test_typo_stops_the_run_before_training(tmp_path):
 def test_unknown_recipe_suggests_a_builtin():
     result = olive_flows("validate", "quikstart")
     assert result.returncode == 2
-    assert "quikstart: no such recipe file or built-in recipe; did you mean 'quickstart'?" in result.stderr
+    assert (
+        "quikstart: 'quikstart' is neither a recipe file nor a built-in recipe; did you mean 'quickstart'?"
+        in result.stderr
+    )
 
 
 def test_list_shows_builtin_recipes(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "quickstart" in out and "phi-lora" in out
+
+
+def test_machine_requirements_warn_at_validate_and_stop_run(tmp_path):
+    overrides = ["adapters.contacts.method=qlora", f"output.dir={tmp_path / 'out'}"]
+    checked = olive_flows("validate", "quickstart", *overrides)
+    assert checked.returncode == 0, "the recipe itself is fine"
+    assert "adapters.contacts.method: qlora needs a CUDA GPU to train, and this machine has none" in checked.stderr
+    ran = olive_flows("run", "quickstart", *overrides)
+    assert ran.returncode == 2
+    assert "qlora needs a CUDA GPU to train" in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "out").exists(), "stopped before anything was written"
+
+
+def test_directml_targets_are_flagged(capsys):
+    assert main(["validate", "quickstart", "targets.cpu.device=dml"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: targets.cpu.device: onnxruntime-genai-directml cannot load .onnx_adapter files today" in err
+
+
+def test_builtin_recipes_open_with_run_devices_and_time():
+    from olive_flows.recipe.catalog import builtin_recipes, header
+
+    for name, path in builtin_recipes().items():
+        assert {"run", "devices", "time"} <= set(header(path)), f"{name} lacks a header line"
+
+
+def test_readme_field_reference_is_generated_from_the_schema():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "schema_docs.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

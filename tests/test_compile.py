@@ -17,7 +17,7 @@ def compile_builtin(name: str, tmp_path):
     workspace = Workspace.of(recipe)
     ref = model_ref(recipe)
     datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
-    return compile_recipe(recipe, ref, model_facts(ref)["num_hidden_layers"], datasets, workspace)
+    return compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)
 
 
 def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):

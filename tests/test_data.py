@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from olive_flows.data.prepare import read_rows, split_rows
+from olive_flows.data.prepare import normalize_rows, split_rows
+from olive_flows.data.sources import iter_local
 from olive_flows.validate.problems import UserError
 
 
@@ -26,7 +27,7 @@ def test_every_bad_row_is_named_with_its_line(tmp_path, monkeypatch):
     ]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError) as info:
-        read_rows(tmp_path / "d.jsonl", "chat")
+        normalize_rows(iter_local(tmp_path / "d.jsonl"), "chat")
     found = [p.format() for p in info.value.problems]
     assert [f.split(":")[1] for f in found] == ["2", "3", "5", "6"]
     assert found[0].startswith("d.jsonl:2:2: invalid JSON")

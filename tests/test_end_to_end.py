@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from conftest import tiny_recipe, write_recipe
 
 from olive_flows.files import sha256_file
@@ -90,3 +91,26 @@ def test_phi_lora_recipe_with_a_tiny_phi3(tiny_model, tmp_path):
     assert json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"][
         "session_options"
     ]["provider_options"], "the CUDA package asks for the CUDA provider"
+
+
+def test_text_and_instruction_datasets_train_and_export(tiny_model, tmp_path):
+    """Plain-text rows (loss on all of it) and instruction rows (turned into chat turns) both train."""
+    (tmp_path / "notes.jsonl").write_text(
+        "".join(json.dumps({"text": f"Note {i}: the sky is blue."}) + "\n" for i in range(12))
+    )
+    rows = [{"instruction": f"Add one to {i}", "output": str(i + 1)} for i in range(12)]
+    (tmp_path / "math.json").write_text(json.dumps(rows))
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    recipe["datasets"] = {"notes": {"path": "notes.jsonl", "format": "text"}, "math": {"path": "math.json"}}
+    recipe["adapters"]["contacts"]["dataset"] = "notes"
+    recipe["adapters"]["dates"]["dataset"] = "math"
+    recipe["evaluation"]["metrics"] = {"math": ["exact_match"]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = run_recipe(load_recipe(path), console=Console(io.StringIO()))
+    scores = result.scores["cpu"]
+    assert set(scores["adapters"]) == {"dates"} and "dates/exact_match" in scores["base"]["metrics"]
+    history = json.loads(
+        (tmp_path / "out" / "tiny" / "_work" / "jobs" / "cpu" / "contacts" / "training.json").read_text()
+    )
+    assert any("loss" in entry for entry in history), "the text adapter trained"

@@ -19,7 +19,7 @@ def tiny_job(tiny_model, tmp_path):
     workspace = Workspace.of(recipe)
     ref = model_ref(recipe)
     datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
-    return compile_recipe(recipe, ref, model_facts(ref)["num_hidden_layers"], datasets, workspace)[0]
+    return compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)[0]
 
 
 def test_pruned_pass_is_named_with_olives_reason(tiny_job, tmp_path):

@@ -68,7 +68,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert len(found) == 2
     assert found[0].startswith("recipe.yaml:13:8: adapters.second.r: expected integer; found string")
     assert found[1] == (
-        "recipe.yaml:16:13: targets.cpu.device: expected one of cpu, gpu; found string \"cpuu\"; did you mean 'cpu'?"
+        "recipe.yaml:16:13: targets.cpu.device: expected one of cpu, gpu, npu, dml; found string \"cpuu\"; did you mean 'cpu'?"
     )
 
 
@@ -99,8 +99,10 @@ def test_precision_the_provider_cannot_produce(tmp_path):
 def test_bad_data_rows_are_caught_at_validation(tmp_path):
     bad = '{"messages": [{"role": "user", "content": "only a question"}]}\n'
     found = problems(tmp_path, VALID, rows=ROW + bad)
-    assert len(found) == 1 and "line 2 of people.jsonl is not a chat row" in found[0]
-    assert "must end with an assistant message" in found[0]
+    assert found == [
+        "recipe.yaml:7:11: datasets.people.path: people.jsonl:2:1 is not a valid chat row (format detected from the first row): "
+        "the conversation must end with an assistant message (the text the adapter learns)"
+    ]
 
 
 def test_unsafe_names_are_rejected(tmp_path):

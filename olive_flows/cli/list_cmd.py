@@ -1,10 +1,11 @@
-"""``olive-flows list``: the built-in recipes with their description and devices."""
+"""``olive-flows list``: the built-in recipes with their devices, expected time and description."""
 
 from __future__ import annotations
 
 import argparse
 
-from olive_flows.recipe.load import builtin_recipes, load_recipe
+from olive_flows.recipe.catalog import builtin_recipes, header
+from olive_flows.recipe.load import load_recipe
 from olive_flows.validate.problems import UserError
 
 
@@ -14,12 +15,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    rows = [("recipe", "targets", "time", "description")]
     for name, path in builtin_recipes().items():
         try:
             recipe = load_recipe(path)
         except UserError:
-            print(f"{name:<28} (invalid: run `olive-flows validate {name}`)")
+            rows.append((name, "?", "?", f"invalid: run `olive-flows validate {name}`"))
             continue
-        devices = sorted({t["device"] for t in recipe.targets.values()})
-        print(f"{name:<28} {','.join(devices):<10} {recipe.data['description']}")
+        targets = ",".join(f"{t}:{spec['device']}/{spec['precision']}" for t, spec in recipe.targets.items())
+        rows.append((name, targets, header(path).get("time", "?"), recipe.data["description"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
     return 0

@@ -1,4 +1,9 @@
-"""``olive-flows validate RECIPE...``: check recipes without importing torch or running anything."""
+"""``olive-flows validate RECIPE... [FIELD=VALUE ...]``: check recipes without importing torch or running anything.
+
+Every problem of every recipe is printed, errors and warnings, with file, line and field. What
+this machine lacks to run a recipe (a CUDA GPU for QLoRA, say) is reported as a warning: the
+recipe itself is fine, and `olive-flows run` stops on it before training.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import sys
 
 from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.environment import environment_problems
 from olive_flows.validate.problems import UserError
 
 
@@ -30,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
             failed.append(ref)
             continue
         print(f"{recipe.source}: ok ({recipe.name})")
+        for warning in recipe.warnings:
+            print(warning.format(), file=sys.stderr)
+        for problem in environment_problems(recipe):
+            print(f"{problem.format()} (on this machine; `run` stops here)", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(recipes)} recipes have problems", file=sys.stderr)
         return UserError.exit_code

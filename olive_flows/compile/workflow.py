@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from olive_flows import metadata
@@ -37,8 +38,9 @@ class Job:
         return f"{self.target}/{self.adapter}"
 
     def to_json(self) -> str:
-        """The config as byte-stable JSON (sorted keys), as `olive-flows compile` writes it."""
-        return json.dumps(self.config, indent=2, sort_keys=True) + "\n"
+        """The config as JSON, as `olive-flows compile` writes it. Keys keep their order: Olive runs
+        the passes in the order they are listed, so sorting them would reorder the workflow."""
+        return json.dumps(self.config, indent=2) + "\n"
 
 
 def provider_of(target: dict[str, Any]) -> str:
@@ -70,21 +72,24 @@ def total_steps(training: dict[str, Any], train_rows: int) -> int:
     return max(1, math.ceil(batches / training["grad_accum"] * training["epochs"]))
 
 
-def _data_config(name: str, path: str, max_seq_len: int) -> dict[str, Any]:
+# How Olive tokenizes each kind of normalized row: chat turns through the model's chat template,
+# plain text as it is. One example per row, never padded to max_seq_len.
+PRE_PROCESS: dict[str, dict[str, Any]] = {
+    "chat": {"strategy": "line-by-line", "chat_template": True, "pad_to_max_len": False},
+    "text": {"strategy": "line-by-line", "text_cols": ["text"], "add_special_tokens": True, "pad_to_max_len": False},
+}
+
+
+def _data_config(name: str, path: Path, kind: str, max_seq_len: int) -> dict[str, Any]:
     return {
         "name": name,
         "type": "HuggingfaceContainer",
-        "load_dataset_config": {"data_name": "json", "data_files": path, "split": "train"},
-        "pre_process_data_config": {
-            "strategy": "line-by-line",
-            "chat_template": True,
-            "max_seq_len": max_seq_len,
-            "pad_to_max_len": False,
-        },
+        "load_dataset_config": {"data_name": "json", "data_files": str(path), "split": "train"},
+        "pre_process_data_config": {**PRE_PROCESS[kind], "max_seq_len": max_seq_len},
     }
 
 
-def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset) -> tuple[dict, list[dict]]:
+def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict | None) -> tuple[dict, list[dict]]:
     spec = recipe.adapters[adapter]
     training = spec["training"]
     steps = total_steps(training, data.train_rows)
@@ -92,15 +97,15 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset) -> tuple[di
         {"max_steps": training["max_steps"]} if training.get("max_steps") else {"num_train_epochs": training["epochs"]}
     )
     data_configs = [
-        _data_config(TRAIN_DATA, str(data.train_file), training["max_seq_len"]),
-        _data_config(EVAL_DATA, str(data.eval_file), training["max_seq_len"]),
+        _data_config(TRAIN_DATA, data.train_file, data.kind, training["max_seq_len"]),
+        _data_config(EVAL_DATA, data.eval_file, data.kind, training["max_seq_len"]),
     ]
     train = {
         "type": metadata.load("methods")[spec["method"]]["olive_pass"],
         "r": spec["r"],
         "alpha": spec["alpha"],
         "lora_dropout": spec["dropout"],
-        "target_modules": effective_target_modules(recipe, adapter),
+        "target_modules": effective_target_modules(recipe, adapter, arch),
         "torch_dtype": recipe.data["model"]["dtype"],
         "train_data_config": TRAIN_DATA,
         "eval_data_config": EVAL_DATA,
@@ -146,10 +151,11 @@ def _system(device: str, provider: str) -> dict[str, Any]:
 
 
 def compile_recipe(
-    recipe: Recipe, model: ModelRef, num_layers: int, datasets: dict[str, PreparedDataset], workspace: Workspace
+    recipe: Recipe, model: ModelRef, facts: dict[str, Any], datasets: dict[str, PreparedDataset], workspace: Workspace
 ) -> list[Job]:
     """Every Olive workflow the recipe needs, in target order then adapter order."""
     jobs = []
+    arch = metadata.architecture(facts["model_type"])
     input_model: dict[str, Any] = {"type": "HfModel", "model_path": model.path}
     load_kwargs = {"trust_remote_code": model.trust_remote_code}
     if model.revision:
@@ -159,7 +165,7 @@ def compile_recipe(
         provider = provider_of(target)
         profile = metadata.target_profile(provider)
         for adapter in recipe.target_adapters(target_name):
-            train, data_configs = _train_pass(recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]])
+            train, data_configs = _train_pass(recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]], arch)
             config = {
                 "workflow_id": recipe.name,
                 "input_model": input_model,
@@ -172,7 +178,7 @@ def compile_recipe(
                 "data_configs": data_configs,
                 "passes": {
                     TRAIN: train,
-                    BUILD: _build_pass(target, train["target_modules"], num_layers),
+                    BUILD: _build_pass(target, train["target_modules"], facts["num_hidden_layers"]),
                     EXTRACT: {"type": "ExtractAdapters"},
                 },
                 "evaluate_input_model": False,

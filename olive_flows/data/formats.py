@@ -1,16 +1,40 @@
-"""Row formats a dataset can be written in, and what makes a row of each format valid."""
+"""Row formats a dataset can be written in: detection, what makes a row valid, and normalization.
+
+Every format is normalized to one of two shapes before training: chat turns
+(``{"messages": [...]}``, the loss is on the assistant's answer) or plain text (``{"text": ...}``).
+"""
 
 from __future__ import annotations
 
+import string
+from collections.abc import Callable
 from typing import Any
 
 CHAT_ROLES = ("system", "user", "assistant")
 
+# Format name -> the keys that identify it in a row, in detection order.
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "instruction": ("instruction", "output"),
+    "completion": ("prompt", "completion"),
+    "text": ("text",),
+}
 
-def chat_row_errors(row: Any) -> list[str]:
-    """What is wrong with one ``chat`` row ({"messages": [{"role", "content"}, ...]}), or nothing."""
-    if not isinstance(row, dict):
-        return [f"expected a JSON object, found {type(row).__name__}"]
+
+def detect_format(row: Any) -> str | None:
+    """The format whose keys the row has, or None."""
+    if isinstance(row, dict):
+        for name, keys in SIGNATURES.items():
+            if all(k in row for k in keys):
+                return name
+    return None
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _chat_errors(row: dict[str, Any]) -> list[str]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         return ["expected a non-empty 'messages' list"]
@@ -19,25 +43,73 @@ def chat_row_errors(row: Any) -> list[str]:
         if not isinstance(message, dict):
             errors.append(f"messages[{i}] is not an object")
             continue
-        role, content = message.get("role"), message.get("content")
+        role = message.get("role")
         if role not in CHAT_ROLES:
             errors.append(f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}, found {role!r}")
-        if not isinstance(content, str) or not content.strip():
+        if not _text(message.get("content")):
             errors.append(f"messages[{i}].content must be non-empty text")
     if not errors and messages[-1].get("role") != "assistant":
         errors.append("the conversation must end with an assistant message (the text the adapter learns)")
     return errors
 
 
-ROW_CHECKS = {"chat": chat_row_errors}
+def _fields_errors(*required: str, optional: tuple[str, ...] = ()) -> Callable[[dict[str, Any]], list[str]]:
+    def check(row: dict[str, Any]) -> list[str]:
+        errors = [f"'{k}' must be non-empty text" for k in required if not _text(row.get(k))]
+        errors += [f"'{k}' must be text" for k in optional if k in row and not isinstance(row[k], str)]
+        return errors
+
+    return check
 
 
-def row_errors(row: Any, fmt: str) -> list[str]:
-    """What is wrong with ``row`` for the declared format ``fmt``."""
+ROW_CHECKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "chat": _chat_errors,
+    "instruction": _fields_errors("instruction", "output", optional=("input", "system")),
+    "completion": _fields_errors("prompt", "completion"),
+    "text": _fields_errors("text"),
+}
+
+
+def template_fields(template: dict[str, str]) -> set[str]:
+    """Column names a chat template refers to."""
+    return {name for text in template.values() for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def row_errors(row: Any, fmt: str | None, template: dict[str, str] | None = None) -> list[str]:
+    """What is wrong with ``row`` for the declared format or template (an empty list: nothing)."""
+    if not isinstance(row, dict):
+        return [f"expected a JSON object, found {type(row).__name__}"]
+    if template:
+        missing = sorted(template_fields(template) - set(row))
+        return [f"column '{m}' used by the template is missing (columns: {', '.join(row)})" for m in missing]
+    if fmt is None:
+        return [f"cannot tell the format (keys: {', '.join(row) or 'none'}); set format or template"]
     return ROW_CHECKS[fmt](row)
 
 
+def normalize(row: dict[str, Any], fmt: str | None, template: dict[str, str] | None = None) -> dict[str, Any]:
+    """A valid row as chat turns ({"messages"}) or plain text ({"text"})."""
+    if template:
+        turns = [(role, template[role].format(**row)) for role in CHAT_ROLES if role in template]
+        return {"messages": [{"role": role, "content": content} for role, content in turns]}
+    if fmt == "chat":
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+    if fmt == "instruction":
+        user = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
+        turns = [("system", row["system"])] if row.get("system") else []
+        turns += [("user", user), ("assistant", row["output"])]
+        return {"messages": [{"role": role, "content": content} for role, content in turns]}
+    if fmt == "completion":
+        return {
+            "messages": [
+                {"role": "user", "content": row["prompt"]},
+                {"role": "assistant", "content": row["completion"]},
+            ]
+        }
+    return {"text": row["text"]}
+
+
 def split_chat(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
-    """Split a valid chat row into the messages of its prompt and the answer the model should give."""
+    """Split a normalized chat row into the messages of its prompt and the answer the model should give."""
     messages = row["messages"]
     return messages[:-1], messages[-1]["content"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from olive_flows import metadata
-from olive_flows.paths import cache_dir
+from olive_flows.paths import cache_dir, display_path
 from olive_flows.recipe.model import Recipe
 from olive_flows.validate.problems import Problem, did_you_mean
 
@@ -51,13 +51,21 @@ def model_ref_problems(recipe: Recipe) -> list[Problem]:
             hint = did_you_mean(name, known) or f"built-in models: {', '.join(known)}"
             return [recipe.problem(where, f"unknown built-in model '{name}'", hint)]
         return []
-    local = recipe.base_dir / Path(model_id).expanduser()
+    local = recipe.resolve_path(where)
     if local.is_dir():
         if not (local / "config.json").is_file():
-            return [recipe.problem(where, f"local model folder {local} has no config.json (not a Hugging Face model)")]
+            return [
+                recipe.problem(
+                    where, f"local model folder {display_path(local)} has no config.json (not a Hugging Face model)"
+                )
+            ]
         return []
     if model_id.startswith((".", "/", "~")) or not HUB_ID.match(model_id):
-        return [recipe.problem(where, f"local model folder {local} does not exist (and it is not a Hugging Face id)")]
+        return [
+            recipe.problem(
+                where, f"local model folder {display_path(local)} does not exist (and it is not a Hugging Face id)"
+            )
+        ]
     return []
 
 
@@ -68,9 +76,9 @@ def model_ref(recipe: Recipe) -> ModelRef:
     if model_id.startswith(BUILTIN_PREFIX):
         path = builtin_folder(model_id.removeprefix(BUILTIN_PREFIX))
         return ModelRef(model_id, "builtin", str(path), None, False)
-    local = recipe.base_dir / Path(model_id).expanduser()
+    local = recipe.resolve_path(("model", "id"))
     if local.is_dir():
-        return ModelRef(model_id, "local", str(local.resolve()), None, model["trust_remote_code"])
+        return ModelRef(model_id, "local", str(local), None, model["trust_remote_code"])
     return ModelRef(model_id, "hub", model_id, model["revision"], model["trust_remote_code"])
 
 

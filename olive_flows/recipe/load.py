@@ -1,7 +1,12 @@
 """Turn a recipe reference (a built-in name or a file) and command-line overrides into a Recipe.
 
-Order: parse YAML with positions -> apply overrides -> JSON Schema -> fill defaults -> rules.
-Every problem from the schema and the rules is collected and raised together as one UserError.
+Order: parse YAML with positions -> resolve ``extends`` (deep merge) -> apply overrides ->
+JSON Schema -> fill defaults -> rules. Every problem from the schema and the rules is collected
+and raised together as one UserError; warnings are kept on the Recipe.
+
+Merging, for ``extends`` and for overrides alike: mappings merge key by key, the later one
+winning; lists and scalars are replaced whole; a key set to null is removed, so that its default
+(or nothing) applies again.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from olive_flows.paths import RECIPES_DIR, display_path
+from olive_flows.paths import display_path
+from olive_flows.recipe.catalog import builtin_recipes
 from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.source import SourceMap, parse_yaml
 from olive_flows.validate.problems import Location, Problem, UserError, did_you_mean
@@ -20,80 +26,130 @@ from olive_flows.validate.rules import rule_problems
 from olive_flows.validate.schema import schema_problems, with_defaults
 
 
-def builtin_recipes() -> dict[str, Path]:
-    """Built-in recipe names and their files (recipes/*.yaml)."""
-    return {path.stem: path for path in sorted(RECIPES_DIR.glob("*.yaml"))}
-
-
-def find_recipe(ref: str) -> Path:
-    """The file a recipe reference means: an existing path, else a built-in recipe name."""
-    path = Path(ref).expanduser()
+def find_recipe(ref: str, relative_to: Path | None = None) -> Path:
+    """The file a recipe reference means: an existing path (relative to ``relative_to`` when
+    given, else the working directory), else a built-in recipe name."""
+    path = (relative_to or Path.cwd()) / Path(ref).expanduser()
     if path.is_file():
         return path
     builtin = builtin_recipes()
     if ref in builtin:
         return builtin[ref]
     hint = did_you_mean(ref, builtin) or f"built-in recipes: {', '.join(builtin)}"
-    raise UserError([Problem(Location(ref), "", "no such recipe file or built-in recipe", hint)])
+    raise UserError([Problem(Location(ref), "", f"'{ref}' is neither a recipe file nor a built-in recipe", hint)])
+
+
+def merge(base: Any, top: Any, smap: SourceMap, path: tuple = ()) -> Any:
+    """``top`` merged over ``base`` (see the module docstring); ``smap`` loses replaced locations."""
+    if not (isinstance(base, dict) and isinstance(top, dict)):
+        return top
+    merged = dict(base)
+    for key, value in top.items():
+        if value is None:
+            merged.pop(key, None)
+            smap.forget((*path, key))
+        elif key in merged and isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = merge(merged[key], value, smap, (*path, key))
+        else:
+            if key in merged:
+                smap.forget((*path, key))
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path, files: dict[str, Path]) -> tuple[Any, SourceMap]:
+    source = display_path(path)
+    files[source] = path.resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError([Problem(Location(source), "", f"cannot read recipe: {exc}")]) from None
+    return parse_yaml(text, source)
+
+
+def load_document(path: Path, files: dict[str, Path], chain: tuple[Path, ...] = ()) -> tuple[Any, SourceMap]:
+    """A recipe file with its ``extends`` chain merged in, and the locations of every value."""
+    data, smap = _read(path, files)
+    if not (isinstance(data, dict) and isinstance(data.get("extends"), str)):
+        return data, smap
+    where = smap.locate(("extends",), fallback=Location(display_path(path)))
+    try:
+        parent_path = find_recipe(data["extends"], relative_to=path.resolve().parent)
+    except UserError as exc:
+        raise UserError([Problem(where, "extends", p.message, p.hint) for p in exc.problems]) from None
+    if parent_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise UserError([Problem(where, "extends", f"'{data['extends']}' extends this recipe again (a cycle)")])
+    parent, merged_map = load_document(parent_path, files, (*chain, path))
+    parent = {k: v for k, v in parent.items() if k != "extends"} if isinstance(parent, dict) else {}
+    child = {k: v for k, v in data.items() if k != "extends"}
+    merged = merge(parent, child, merged_map)
+    merged_map.update(smap)
+    return merged, merged_map
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     """``adapters.chat.r=32`` -> (("adapters", "chat", "r"), 32); the value is read as YAML."""
     key, sep, value = text.partition("=")
     parts = tuple(key.strip().split("."))
+    where = Location(f"override '{text}'")
     if not sep or not all(parts):
-        raise UserError(
-            [Problem(Location("command line"), "", f"override '{text}' is not of the form field.path=value")]
-        )
+        raise UserError([Problem(where, "", "an override must look like field.path=value")])
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as exc:
-        raise UserError([Problem(Location("command line"), key, f"override value is not valid YAML: {exc}")]) from None
+        raise UserError([Problem(where, key, f"the value is not valid YAML: {exc}")]) from None
     return parts, parsed
 
 
 def apply_overrides(data: Any, smap: SourceMap, overrides: Sequence[str]) -> Any:
-    """Set each ``field.path=value`` in ``data``; their locations become the command-line argument.
-
-    ``field.path=null`` removes the field instead, so that its default applies again.
-    """
+    """Merge each ``field.path=value`` into ``data``; its locations become the command-line argument."""
     for text in overrides:
         parts, value = parse_override(text)
+        patch: Any = value
+        for part in reversed(parts):
+            patch = {part: patch}
+        data = merge(data if isinstance(data, dict) else {}, patch, smap)
         where = Location(f"override '{text}'")
-        if not isinstance(data, dict):
-            data = {}
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-                smap.values[parts[: i + 1]] = where
-            node = node[part]
-        for path in [p for p in smap.values if p[: len(parts)] == parts]:
-            del smap.values[path]
-        if value is None:  # FIELD=null removes the field, so its schema default applies again
-            node.pop(parts[-1], None)
-            continue
-        node[parts[-1]] = value
-        smap.keys[parts] = where
-        smap.values[parts] = where
+        for i in range(1, len(parts)):
+            smap.keys.setdefault(parts[:i], where)
+            smap.values.setdefault(parts[:i], where)
+        for path in _paths(value, parts):
+            smap.keys[path] = smap.values[path] = where
     return data
 
 
+def _paths(value: Any, prefix: tuple) -> list[tuple]:
+    """``prefix`` and the path of everything nested in ``value`` under it."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _paths(item, (*prefix, i))
+    return found
+
+
 def load_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Load, override, validate and complete a recipe; raise UserError listing every problem."""
+    """Load, merge, override, validate and complete a recipe; raise UserError listing every problem."""
     path = find_recipe(str(ref))
-    source = display_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError([Problem(Location(source), "", f"cannot read recipe: {exc}")]) from None
-    raw, smap = parse_yaml(text, source)
+    files: dict[str, Path] = {}
+    raw, smap = load_document(path, files)
     raw = apply_overrides(raw, smap, overrides)
+    source = display_path(path)
     problems = schema_problems(raw, smap, Location(source))
-    if problems:
-        raise UserError(problems)
-    recipe = Recipe(with_defaults(raw), raw, source, path.resolve().parent, smap)
-    problems = rule_problems(recipe)
-    if problems:
-        raise UserError(problems)
+    # Rules still run on a recipe that broke the schema, but say nothing more about a field the
+    # schema already flagged: one mistake, one message.
+    data = with_defaults(raw) if isinstance(raw, dict) else {}
+    recipe = Recipe(data, raw if isinstance(raw, dict) else {}, source, smap, files)
+    flagged = {p.field for p in problems}
+    problems += [
+        p
+        for p in rule_problems(recipe, tolerant=bool(problems))
+        if not any(p.field == f or p.field.startswith(f + ".") or p.field.startswith(f + "[") for f in flagged)
+    ]
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise UserError(errors)
+    recipe.warnings = problems
     return recipe

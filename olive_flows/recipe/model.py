@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,16 @@ from olive_flows.validate.problems import Location, Problem, field_path
 
 @dataclass
 class Recipe:
-    """A recipe after parsing: ``data`` has every schema default filled in, ``raw`` is as written."""
+    """A recipe after parsing: ``data`` has every schema default filled in, ``raw`` is as written
+    (after ``extends`` and overrides). ``files`` maps each source name in the source map to the
+    file it names, so relative paths resolve against the file that wrote them."""
 
     data: dict[str, Any]
     raw: dict[str, Any]
     source: str
-    base_dir: Path
     source_map: SourceMap
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -36,9 +39,22 @@ class Recipe:
     def targets(self) -> dict[str, dict[str, Any]]:
         return self.data["targets"]
 
-    def dataset_file(self, name: str) -> Path:
-        """The data file of dataset ``name``; relative paths are relative to the recipe file."""
-        return (self.base_dir / self.datasets[name]["path"]).resolve()
+    def base_dir(self, path: tuple) -> Path:
+        """The folder relative paths in the value at ``path`` are resolved from: that of the file
+        that wrote it (the working directory for command-line overrides)."""
+        source = self.location(path).source
+        return self.files[source].parent if source in self.files else Path.cwd()
+
+    def resolve_path(self, path: tuple) -> Path:
+        """The value at ``path`` (a file or folder name) as an absolute path."""
+        value = self.data
+        for part in path:
+            value = value[part]
+        return (self.base_dir(path) / Path(value).expanduser()).resolve()
+
+    def data_file(self, dataset: str, key: str = "path") -> Path:
+        """A dataset's ``path`` or ``eval_path`` file, relative to the recipe that named it."""
+        return self.resolve_path(("datasets", dataset, key))
 
     def target_adapters(self, target: str) -> list[str]:
         """Adapters shipped in ``target``'s package, in recipe order."""
@@ -50,5 +66,9 @@ class Recipe:
         return self.source_map.locate(path, key=key, fallback=Location(self.source))
 
     def problem(self, path: tuple, message: str, hint: str | None = None, *, key: bool = False) -> Problem:
-        """A Problem about the field at ``path``, located where that field was written."""
+        """An error about the field at ``path``, located where that field was written."""
         return Problem(self.location(path, key=key), field_path(path), message, hint)
+
+    def warning(self, path: tuple, message: str, hint: str | None = None) -> Problem:
+        """A warning about the field at ``path``: reported, but the recipe still runs."""
+        return Problem(self.location(path), field_path(path), message, hint, severity="warning")

@@ -22,6 +22,7 @@ class SourceMap:
 
     values: dict[Path_, Location] = field(default_factory=dict)
     keys: dict[Path_, Location] = field(default_factory=dict)
+    ends: dict[Path_, Location] = field(default_factory=dict)  # where scalar values end
 
     def locate(self, path: Path_, *, key: bool = False, fallback: Location) -> Location:
         """The location of ``path`` (its key when ``key``), else of its nearest located parent."""
@@ -37,6 +38,13 @@ class SourceMap:
         """Add ``other``'s locations, replacing those of the same paths."""
         self.values.update(other.values)
         self.keys.update(other.keys)
+        self.ends.update(other.ends)
+
+    def forget(self, prefix: Path_) -> None:
+        """Drop every location at or under ``prefix`` (the value there was replaced or removed)."""
+        for table in (self.values, self.keys, self.ends):
+            for path in [p for p in table if p[: len(prefix)] == prefix]:
+                del table[path]
 
 
 def _location(source: str, mark: yaml.Mark | None) -> Location:
@@ -55,8 +63,11 @@ def parse_yaml(text: str, source: str) -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError([Problem(_location(source, mark), "", f"invalid YAML: {problem}")]) from None
+        message = f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark and context_mark is not mark:
+            message += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        raise UserError([Problem(_location(source, mark), "", message)]) from None
     try:
         smap = SourceMap()
         problems: list[Problem] = []
@@ -92,4 +103,5 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, smap: SourceMa
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, (*path, i), smap, problems, source) for i, item in enumerate(node.value)]
+    smap.ends[path] = _location(source, node.end_mark)
     return loader.construct_object(node, deep=True)

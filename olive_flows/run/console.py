@@ -7,17 +7,26 @@ reach the user.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
 from typing import TextIO
 
 
+def _terminal() -> TextIO:
+    """A handle on the current stdout that survives later redirection of file descriptor 1."""
+    try:
+        return os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+    except (AttributeError, OSError, io.UnsupportedOperation):  # stdout is not a file (captured)
+        return sys.stdout
+
+
 class Console:
     """Short, timestamped progress lines on the terminal the run was started from."""
 
     def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+        self.stream = stream or _terminal()
         self.started = time.monotonic()
 
     def say(self, text: str) -> None:

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from olive_flows import metadata
-from olive_flows.compile.workflow import Job, compile_recipe, provider_of
-from olive_flows.data.prepare import PreparedDataset, prepare_dataset
+from olive_flows.compile.plan import needs_hub, plan_recipe
+from olive_flows.compile.workflow import Job, provider_of
 from olive_flows.evaluate.check import check_package
 from olive_flows.files import write_json
-from olive_flows.models.resolve import ModelRef, model_facts, model_ref
 from olive_flows.package.build import build_package, size_mb
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
-from olive_flows.run.capture import output_to
 from olive_flows.run.console import Console
+from olive_flows.validate.environment import environment_problems
 from olive_flows.validate.problems import UserError
 from olive_flows.workspace import Workspace
 
@@ -48,68 +47,23 @@ def configure_environment(offline: bool) -> None:
             os.environ[name] = "1"
 
 
-def resolve_model(ref: ModelRef, console: Console, log_dir: Path) -> dict[str, Any]:
-    """Make the base model available locally and return its model_type and layer count."""
-    if ref.kind == "builtin":
-        from olive_flows.models.builtin import materialize
-
-        with output_to(log_dir / "model.log"):
-            folder = materialize(ref.builtin_name)
-        console.say(f"model {ref.id}: {display_path(folder)}")
-    elif ref.kind == "hub" and os.environ.get("HF_HUB_OFFLINE") != "1":
-        from huggingface_hub import hf_hub_download
-
-        hf_hub_download(ref.path, "config.json", revision=ref.revision)
-    facts = model_facts(ref)
-    if not facts or not facts.get("num_hidden_layers"):
-        raise UserError(
-            f"cannot read config.json of model '{ref.id}': it is not in the Hugging Face cache and the hub is "
-            "offline; run once with network access or point model.id at a local folder"
-        )
-    return facts
-
-
-def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
-    """Check and split every dataset an adapter trains on."""
-    used = sorted({recipe.adapters[a]["dataset"] for a in recipe.adapters})
-    prepared = {}
-    for name in used:
-        data = prepare_dataset(recipe, name, workspace.data)
-        prepared[name] = data
-        console.say(
-            f"data {name}: {data.train_rows} train rows, {data.eval_rows} held out ({display_path(data.source)})"
-        )
-    return prepared
-
-
-def compile_jobs(
-    recipe: Recipe, console: Console, log_dir: Path
-) -> tuple[list[Job], dict[str, PreparedDataset], ModelRef]:
-    """Resolve the model, prepare the data and compile every Olive workflow of ``recipe``."""
-    workspace = Workspace.of(recipe)
-    ref = model_ref(recipe)
-    facts = resolve_model(ref, console, log_dir)
-    datasets = prepare_data(recipe, workspace, console)
-    jobs = compile_recipe(recipe, ref, facts["num_hidden_layers"], datasets, workspace)
-    for job in jobs:
-        path = workspace.compiled / job.target / f"{job.adapter}.json"
-        if not path.is_file() or path.read_text() != job.to_json():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(job.to_json())
-    return jobs, datasets, ref
-
-
 def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None = None) -> RunResult:
     """Run every step of ``recipe`` and return where its packages are."""
     console = console or Console()
-    configure_environment(offline or model_ref(recipe).kind != "hub")
+    problems = list(environment_problems(recipe))
+    if problems:
+        raise UserError(problems)
+    for warning in recipe.warnings:
+        console.say(warning.format())
+    configure_environment(offline or not needs_hub(recipe))
     workspace = Workspace.of(recipe)
     run_dir = workspace.runs / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.resolved.json", recipe.data)
     console.say(f"recipe {recipe.name} ({recipe.source}); run folder {display_path(run_dir)}")
 
-    jobs, datasets, ref = compile_jobs(recipe, console, run_dir / "logs")
+    plan = plan_recipe(recipe, console, model_log=run_dir / "logs" / "model.log")
+    jobs, datasets, ref = plan.jobs, plan.datasets, plan.model
     timings: dict[str, float] = {}
     outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
     for job in jobs:

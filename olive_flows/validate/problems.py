@@ -30,10 +30,12 @@ class Problem:
     field: str
     message: str
     hint: str | None = None
+    severity: str = "error"  # or "warning": reported, but does not stop the recipe
 
     def format(self) -> str:
-        """``file:line:col: field: message (hint)``, the form editors and terminals link to."""
-        text = f"{self.location}: {self.field + ': ' if self.field else ''}{self.message}"
+        """``file:line:col: field: message; hint``, the form editors and terminals link to."""
+        label = "warning: " if self.severity == "warning" else ""
+        text = f"{self.location}: {label}{self.field + ': ' if self.field else ''}{self.message}"
         return f"{text}; {self.hint}" if self.hint else text
 
 

@@ -1,19 +1,24 @@
 """Rules a JSON Schema cannot express, each a small named function.
 
-A rule takes a Recipe (defaults filled in) and yields Problems. ``RULES`` lists them in the order
-they run; every rule runs, so one pass reports every mistake.
+A rule takes a Recipe (defaults filled in) and yields Problems: errors, or warnings that are
+reported while the recipe still runs. ``RULES`` lists them in the order they run; every rule runs,
+so one pass reports every mistake. When the recipe already broke the schema, a rule that trips
+over the malformed part is skipped instead of failing.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
+from itertools import islice
 
 from olive_flows import metadata
 from olive_flows.data.formats import row_errors
+from olive_flows.data.prepare import declared_format
+from olive_flows.data.sources import BadRecord, iter_local
 from olive_flows.models.resolve import model_facts, model_ref, model_ref_problems
+from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.problems import Problem, did_you_mean
+from olive_flows.validate.problems import Problem, UserError, did_you_mean
 
 Rule = Callable[[Recipe], Iterator[Problem]]
 RULES: list[Rule] = []
@@ -26,18 +31,16 @@ def rule(func: Rule) -> Rule:
     return func
 
 
-def rule_problems(recipe: Recipe) -> list[Problem]:
-    """Every problem every rule finds."""
-    return [problem for check in RULES for problem in check(recipe)]
-
-
-def effective_target_modules(recipe: Recipe, adapter: str) -> list[str] | None:
-    """The modules an adapter trains: its own list, else its architecture's default (None if unknown)."""
-    modules = recipe.adapters[adapter]["target_modules"]
-    if modules:
-        return list(modules)
-    arch = architecture_of(recipe)
-    return list(arch["default_target_modules"]) if arch else None
+def rule_problems(recipe: Recipe, *, tolerant: bool = False) -> list[Problem]:
+    """Every problem every rule finds; ``tolerant`` skips rules that fail on a malformed recipe."""
+    found = []
+    for check in RULES:
+        try:
+            found += list(check(recipe))
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+            if not tolerant:
+                raise
+    return found
 
 
 def architecture_of(recipe: Recipe) -> dict | None:
@@ -48,6 +51,18 @@ def architecture_of(recipe: Recipe) -> dict | None:
     return metadata.architecture(facts["model_type"]) if facts else None
 
 
+def effective_target_modules(recipe: Recipe, adapter: str, arch: dict | None) -> list[str] | None:
+    """The modules an adapter trains: its own list, else its architecture's default (None if unknown)."""
+    modules = recipe.adapters[adapter]["target_modules"]
+    if modules:
+        return list(modules)
+    return list(arch["default_target_modules"]) if arch else None
+
+
+def _unknown(kind: str, name: str, known) -> tuple[str, str]:
+    return f"no {kind} named '{name}'", did_you_mean(name, known) or f"{kind}s: {', '.join(known) or 'none'}"
+
+
 @rule
 def model_reference_resolves(recipe: Recipe) -> Iterator[Problem]:
     """model.id names a known built-in model, an existing local folder or a Hugging Face id."""
@@ -55,12 +70,35 @@ def model_reference_resolves(recipe: Recipe) -> Iterator[Problem]:
 
 
 @rule
+def dataset_has_one_source(recipe: Recipe) -> Iterator[Problem]:
+    """A dataset is a local file (path) or a Hugging Face split (hf and split), not both or neither."""
+    for name, spec in recipe.datasets.items():
+        where = ("datasets", name)
+        if ("path" in spec) == ("hf" in spec):
+            yield recipe.problem(where, "set exactly one of path (a local file) or hf (a Hugging Face dataset)")
+        elif "hf" in spec and "split" not in spec:
+            yield recipe.problem(where, "a Hugging Face dataset needs a split (for example split: train)")
+        for key in ("split", "revision"):
+            if "path" in spec and key in recipe.raw["datasets"][name]:
+                yield recipe.problem((*where, key), f"{key} applies to Hugging Face datasets (hf) only")
+
+
+@rule
+def template_replaces_format(recipe: Recipe) -> Iterator[Problem]:
+    """A template builds the chat turns itself, so a format beside it would be ignored."""
+    for name, spec in recipe.datasets.items():
+        if spec.get("template") and spec["format"]:
+            yield recipe.problem(("datasets", name, "format"), "a template replaces format; remove one of them")
+
+
+@rule
 def adapter_datasets_exist(recipe: Recipe) -> Iterator[Problem]:
     """Every adapter's dataset is a key of datasets."""
     for name, adapter in recipe.adapters.items():
         if adapter["dataset"] not in recipe.datasets:
-            hint = did_you_mean(adapter["dataset"], recipe.datasets) or f"datasets: {', '.join(recipe.datasets)}"
-            yield recipe.problem(("adapters", name, "dataset"), f"no dataset named '{adapter['dataset']}'", hint)
+            yield recipe.problem(
+                ("adapters", name, "dataset"), *_unknown("dataset", adapter["dataset"], recipe.datasets)
+            )
 
 
 @rule
@@ -69,22 +107,22 @@ def target_adapters_exist(recipe: Recipe) -> Iterator[Problem]:
     for name, target in recipe.targets.items():
         for i, adapter in enumerate(target["adapters"] or []):
             if adapter not in recipe.adapters:
-                hint = did_you_mean(adapter, recipe.adapters) or f"adapters: {', '.join(recipe.adapters)}"
-                yield recipe.problem(("targets", name, "adapters", i), f"no adapter named '{adapter}'", hint)
+                yield recipe.problem(("targets", name, "adapters", i), *_unknown("adapter", adapter, recipe.adapters))
 
 
 @rule
 def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
     """All adapters in one package train the same modules: they share one base graph."""
+    arch = architecture_of(recipe)
     for name in recipe.targets:
         shipped = [a for a in recipe.target_adapters(name) if a in recipe.adapters]
         if not shipped:
             continue
         first = shipped[0]
-        expected = effective_target_modules(recipe, first)
+        expected = effective_target_modules(recipe, first, arch)
         for other in shipped[1:]:
-            modules = effective_target_modules(recipe, other)
-            if (sorted(modules) if modules else modules) != (sorted(expected) if expected else expected):
+            modules = effective_target_modules(recipe, other, arch)
+            if sorted(modules or []) != sorted(expected or []):
                 yield recipe.problem(
                     ("adapters", other, "target_modules"),
                     f"target modules {modules} differ from adapter '{first}' ({expected}), and both ship in "
@@ -104,47 +142,58 @@ def target_modules_known(recipe: Recipe) -> Iterator[Problem]:
                 "olive-flows has no default target modules for this model's architecture",
                 "set target_modules (for example [q_proj, v_proj])",
             )
-        if modules and arch:
-            for i, module in enumerate(modules):
-                if module not in arch["lora_modules"]:
-                    hint = (
-                        did_you_mean(module, arch["lora_modules"]) or f"choose from {', '.join(arch['lora_modules'])}"
-                    )
-                    yield recipe.problem(
-                        ("adapters", name, "target_modules", i),
-                        f"'{module}' is not a LoRA module of this architecture",
-                        hint,
-                    )
+        for i, module in enumerate((modules or []) if arch else []):
+            if module not in arch["lora_modules"]:
+                hint = did_you_mean(module, arch["lora_modules"]) or f"choose from {', '.join(arch['lora_modules'])}"
+                yield recipe.problem(
+                    ("adapters", name, "target_modules", i),
+                    f"'{module}' is not a LoRA module of this architecture",
+                    hint,
+                )
+
+
+@rule
+def method_can_be_exported(recipe: Recipe) -> Iterator[Problem]:
+    """The method's adapters survive export to onnxruntime-genai unchanged."""
+    for name, adapter in recipe.adapters.items():
+        blocker = metadata.load("methods")[adapter["method"]]["export_blocker"]
+        if blocker:
+            yield recipe.problem(
+                ("adapters", name, "method"), f"{adapter['method']} cannot be exported: {blocker}", "use lora"
+            )
 
 
 @rule
 def data_files_match_format(recipe: Recipe) -> Iterator[Problem]:
-    """Each data file exists and its first rows are valid rows of the declared format."""
+    """Each local data file exists and its first rows are valid rows of the declared (or detected) format."""
     for name, spec in recipe.datasets.items():
-        path = recipe.dataset_file(name)
-        where = ("datasets", name, "path")
-        if not path.is_file():
-            yield recipe.problem(where, f"data file {path} does not exist")
-            continue
-        checked = 0
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if checked == ROWS_CHECKED_AT_VALIDATION:
-                    break
-                if not line.strip():
-                    continue
-                checked += 1
-                try:
-                    errors = row_errors(json.loads(line), spec["format"])
-                except json.JSONDecodeError as exc:
-                    errors = [f"invalid JSON ({exc.msg})"]
+        for key in ("path", "eval_path"):
+            if key not in spec:
+                continue
+            path, where = recipe.data_file(name, key), ("datasets", name, key)
+            if not path.is_file():
+                yield recipe.problem(where, f"data file {display_path(path)} does not exist")
+                continue
+            try:
+                rows = list(islice(iter_local(path), ROWS_CHECKED_AT_VALIDATION))
+            except UserError as exc:
+                yield from exc.problems
+                continue
+            if not rows:
+                yield recipe.problem(where, f"data file {display_path(path)} has no rows")
+                continue
+            fmt, detected = declared_format(spec, rows[0][1])
+            if spec.get("template"):
+                verdict = "does not fit the template"
+            elif fmt:
+                verdict = f"is not a valid {fmt} row" + (" (format detected from the first row)" if detected else "")
+            else:
+                verdict = "has no recognizable format"
+            for location, row in rows:
+                errors = [row.message] if isinstance(row, BadRecord) else row_errors(row, fmt, spec.get("template"))
                 if errors:
-                    yield recipe.problem(
-                        where, f"line {number} of {path.name} is not a {spec['format']} row: {'; '.join(errors)}"
-                    )
+                    yield recipe.problem(where, f"{location} {verdict}: {'; '.join(errors)}")
                     break
-        if checked == 0:
-            yield recipe.problem(where, f"data file {path} has no rows")
 
 
 @rule
@@ -161,12 +210,18 @@ def provider_matches_device(recipe: Recipe) -> Iterator[Problem]:
             )
 
 
+def _provider(target: dict) -> str | None:
+    """The target's provider, or None when it names one of another device (reported on its own)."""
+    provider = target["provider"] or metadata.default_provider(target["device"])
+    return provider if metadata.target_profile(provider)["device"] == target["device"] else None
+
+
 @rule
 def precision_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
     """The precision is one ModelBuilder produces for this provider (Olive would prune it silently)."""
     for name, target in recipe.targets.items():
-        provider = target["provider"] or metadata.default_provider(target["device"])
-        allowed = metadata.target_profile(provider)["precisions"]
+        provider = _provider(target)
+        allowed = metadata.target_profile(provider)["precisions"] if provider else [target["precision"]]
         if target["precision"] not in allowed:
             yield recipe.problem(
                 ("targets", name, "precision"),
@@ -176,20 +231,39 @@ def precision_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
 
 
 @rule
+def target_has_export_path(recipe: Recipe) -> Iterator[Problem]:
+    """olive-flows has a pass chain for the target's provider."""
+    for name, target in recipe.targets.items():
+        provider = _provider(target)
+        if provider and metadata.target_profile(provider)["export"] is None:
+            yield recipe.problem(("targets", name, "device"), f"olive-flows cannot export for {provider} yet")
+
+
+@rule
+def adapters_loadable_at_runtime(recipe: Recipe) -> Iterator[Problem]:
+    """Warn when the target's runtime cannot switch adapters (DirectML today)."""
+    for name, target in recipe.targets.items():
+        provider = _provider(target)
+        profile = metadata.target_profile(provider) if provider else {"adapters_at_runtime": True}
+        if not profile["adapters_at_runtime"] and profile["export"]:
+            yield recipe.warning(("targets", name, "device"), profile["adapter_limitation"])
+
+
+@rule
 def int4_options_need_int4(recipe: Recipe) -> Iterator[Problem]:
     """int4 options on a target of another precision would be ignored silently."""
     for name, target in recipe.raw.get("targets", {}).items():
-        if isinstance(target, dict) and "int4" in target and recipe.targets[name]["precision"] != "int4":
-            yield recipe.problem(
-                ("targets", name, "int4"),
-                f"int4 options have no effect with precision {recipe.targets[name]['precision']}",
-            )
+        precision = recipe.targets[name]["precision"]
+        if isinstance(target, dict) and "int4" in target and precision != "int4":
+            yield recipe.problem(("targets", name, "int4"), f"int4 options have no effect with precision {precision}")
 
 
 @rule
 def evaluation_metrics_name_datasets(recipe: Recipe) -> Iterator[Problem]:
-    """Task metrics are declared for datasets that exist."""
+    """Task metrics are declared for datasets that exist, and that have answers to compare with."""
     for dataset in recipe.data["evaluation"]["metrics"]:
+        where = ("evaluation", "metrics", dataset)
         if dataset not in recipe.datasets:
-            hint = did_you_mean(dataset, recipe.datasets) or f"datasets: {', '.join(recipe.datasets)}"
-            yield recipe.problem(("evaluation", "metrics", dataset), f"no dataset named '{dataset}'", hint, key=True)
+            yield recipe.problem(where, *_unknown("dataset", dataset, recipe.datasets), key=True)
+        elif recipe.datasets[dataset]["format"] == "text":
+            yield recipe.problem(where, "task metrics need prompt and answer rows; a text dataset has none", key=True)

@@ -46,13 +46,40 @@ def resolve(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def schema_problems(data: Any, smap: SourceMap, fallback: Location) -> list[Problem]:
-    """Every schema violation in ``data``, one Problem each, without duplicates."""
+    """Every schema violation in ``data``, one Problem each, without duplicates.
+
+    A misspelled key is reported once: as an unknown field with a suggestion, not also as the
+    required field it was meant to be.
+    """
+    errors = list(_validator().iter_errors(data))
+    suggested = {
+        (tuple(e.absolute_path), name)
+        for e in errors
+        if e.validator == "additionalProperties"
+        for key in e.instance
+        if key not in e.schema.get("properties", {})
+        for name in [_suggestion(key, e.schema.get("properties", {}))]
+        if name
+    }
     problems: list[Problem] = []
-    for error in _validator().iter_errors(data):
+    for error in errors:
+        if error.validator == "required":
+            error.validator_value = [
+                k for k in error.validator_value if (tuple(error.absolute_path), k) not in suggested
+            ]
         for problem in _to_problems(error, smap, fallback):
             if problem not in problems:
                 problems.append(problem)
     return problems
+
+
+def _suggestion(key: str, properties: dict[str, Any]) -> str | None:
+    """The field an unknown key most likely meant, if any."""
+    for name, sub in properties.items():
+        if key in resolve(sub).get("x-aliases", ()):
+            return name
+    hint = did_you_mean(key, properties)
+    return hint.split("'")[1] if hint else None
 
 
 def _describe(value: Any) -> str:
@@ -146,3 +173,19 @@ def _fill(data: Any, schema: dict[str, Any]) -> None:
     elif isinstance(data, list) and isinstance(schema.get("items"), dict):
         for item in data:
             _fill(item, schema["items"])
+
+
+def in_schema_order(data: Any, schema: dict[str, Any] | None = None) -> Any:
+    """A copy of ``data`` with mapping keys in the order the schema lists them (for display)."""
+    schema = resolve(schema if schema is not None else recipe_schema())
+    if isinstance(data, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        ordered = {k: in_schema_order(data[k], properties[k]) for k in properties if k in data}
+        for key, value in data.items():
+            if key not in ordered:
+                ordered[key] = in_schema_order(value, extra) if isinstance(extra, dict) else value
+        return ordered
+    if isinstance(data, list) and isinstance(schema.get("items"), dict):
+        return [in_schema_order(item, schema["items"]) for item in data]
+    return data

@@ -1,0 +1,92 @@
+"""Everything a run needs decided before Olive starts: the model, the prepared data, the workflows.
+
+`olive-flows compile` stops here (a dry run that writes the Olive configs); `olive-flows run`
+goes on to execute them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from olive_flows.compile.workflow import Job, compile_recipe
+from olive_flows.data.prepare import PreparedDataset, prepare_dataset
+from olive_flows.models.resolve import ModelRef, model_facts, model_ref
+from olive_flows.paths import display_path
+from olive_flows.recipe.model import Recipe
+from olive_flows.run.capture import output_to
+from olive_flows.run.console import Console
+from olive_flows.validate.problems import UserError
+from olive_flows.workspace import Workspace
+
+
+@dataclass
+class Plan:
+    """A recipe resolved down to the Olive workflows that produce its packages."""
+
+    recipe: Recipe
+    workspace: Workspace
+    model: ModelRef
+    facts: dict[str, Any]
+    datasets: dict[str, PreparedDataset]
+    jobs: list[Job]
+
+
+def needs_hub(recipe: Recipe) -> bool:
+    """Whether anything in the recipe is fetched from the Hugging Face hubs."""
+    return model_ref(recipe).kind == "hub" or any("hf" in spec for spec in recipe.datasets.values())
+
+
+def model_facts_for(ref: ModelRef, console: Console, model_log: Path | None) -> dict[str, Any]:
+    """model_type and layer count of the base model. With ``model_log``, a built-in model is also
+    made available locally (what it prints goes to that log)."""
+    if ref.kind == "builtin" and model_log:
+        from olive_flows.models.builtin import materialize as materialize_builtin
+
+        with output_to(model_log):
+            folder = materialize_builtin(ref.builtin_name)
+        console.say(f"model {ref.id}: {display_path(folder)}")
+    elif ref.kind == "hub" and os.environ.get("HF_HUB_OFFLINE") != "1" and model_facts(ref) is None:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(ref.path, "config.json", revision=ref.revision)
+    facts = model_facts(ref)
+    if not facts or not facts.get("num_hidden_layers"):
+        raise UserError(
+            f"cannot read config.json of model '{ref.id}': it is not in the Hugging Face cache and the hub is "
+            "offline; run once with network access or point model.id at a local folder"
+        )
+    return facts
+
+
+def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
+    """Check, normalize and split every dataset an adapter trains on."""
+    prepared = {}
+    for name in sorted({recipe.adapters[a]["dataset"] for a in recipe.adapters}):
+        data = prepare_dataset(recipe, name, workspace.data)
+        prepared[name] = data
+        how = "detected" if data.detected else "declared"
+        console.say(
+            f"data {name}: {data.train_rows} train rows, {data.eval_rows} held out, "
+            f"format {data.format} ({how}) from {data.source}"
+        )
+    return prepared
+
+
+def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None) -> Plan:
+    """Resolve the model, prepare the data and compile every Olive workflow; write the configs.
+
+    ``model_log``: prepare a built-in model for running (a dry run leaves it out)."""
+    workspace = Workspace.of(recipe)
+    ref = model_ref(recipe)
+    facts = model_facts_for(ref, console, model_log)
+    datasets = prepare_data(recipe, workspace, console)
+    jobs = compile_recipe(recipe, ref, facts, datasets, workspace)
+    for job in jobs:
+        path = workspace.compiled / job.target / f"{job.adapter}.json"
+        if not path.is_file() or path.read_text() != job.to_json():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(job.to_json())
+    return Plan(recipe, workspace, ref, facts, datasets, jobs)

@@ -1,0 +1,78 @@
+"""Read rows from where a dataset lives, each with the location a message about it should name.
+
+Local files: JSON Lines, JSON (a list of rows), CSV and Parquet. Hugging Face datasets by id
+(through the datasets library, which needs the network unless the dataset is in its cache).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from olive_flows.paths import display_path
+from olive_flows.validate.problems import Location, Problem, UserError
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class BadRecord:
+    """A row that could not even be parsed (invalid JSON, for example)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def iter_local(path: Path) -> Iterator[tuple[Location, Any]]:
+    """Rows of a local file with their location (line for JSONL and CSV, row number otherwise)."""
+    shown = display_path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield Location(shown, number, 1), json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield Location(shown, number, exc.colno), BadRecord(f"invalid JSON: {exc.msg}")
+    elif suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError([Problem(Location(shown, exc.lineno, exc.colno), "", f"invalid JSON: {exc.msg}")]) from None
+        if not isinstance(rows, list):
+            raise UserError([Problem(Location(shown, 1, 1), "", "a .json dataset must be a list of rows")])
+        for number, row in enumerate(rows, start=1):
+            yield Location(f"{shown} row {number}"), row
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield Location(shown, reader.line_num, 1), row
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield Location(f"{shown} row {number}"), row
+    else:
+        raise UserError(
+            [Problem(Location(shown), "", f"unsupported data file type; use one of {', '.join(LOCAL_SUFFIXES)}")]
+        )
+
+
+def iter_hub(dataset: str, split: str, revision: str | None) -> Iterator[tuple[Location, Any]]:
+    """Rows of a Hugging Face dataset split, located as ``hf:<id>[<split>] row N``."""
+    import datasets
+
+    try:
+        data = datasets.load_dataset(dataset, split=split, revision=revision)
+    except Exception as exc:  # the datasets library raises many types for "not reachable / not found"
+        raise UserError(
+            f"cannot load Hugging Face dataset '{dataset}' (split {split}): {type(exc).__name__}: {exc}. "
+            "It needs network access, or the dataset in the local Hugging Face cache."
+        ) from None
+    for number, row in enumerate(data, start=1):
+        yield Location(f"hf:{dataset}[{split}] row {number}"), row

@@ -1,0 +1,50 @@
+"""What this machine must have for a recipe to run: checked before any training starts.
+
+These are not mistakes in the recipe (the same recipe runs on a GPU box), so ``validate`` reports
+them as warnings about this machine and ``run`` stops on them with the exact remedy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import sys
+from collections.abc import Iterator
+
+from olive_flows import metadata
+from olive_flows.recipe.model import Recipe
+from olive_flows.validate.problems import Problem
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices the driver reports, asked without importing torch (0 when none)."""
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
+    for name in names:
+        try:
+            driver = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0:
+            return count.value
+    return 0
+
+
+def missing_packages(modules: list[str]) -> list[str]:
+    """The Python packages (by import name) that are not installed."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def environment_problems(recipe: Recipe) -> Iterator[Problem]:
+    """What this machine lacks to train every adapter of ``recipe``."""
+    methods = metadata.load("methods")
+    for name, adapter in recipe.adapters.items():
+        method = methods[adapter["method"]]
+        where = ("adapters", name, "method")
+        missing = missing_packages(method["packages"])
+        if missing:
+            yield recipe.problem(
+                where, f"{adapter['method']} needs {', '.join(missing)}", f"pip install {' '.join(missing)}"
+            )
+        if method["needs_cuda"] and cuda_device_count() == 0:
+            yield recipe.problem(where, f"{adapter['method']} needs a CUDA GPU to train, and this machine has none")

@@ -1,0 +1,112 @@
+"""Every row format and file type a dataset can use, normalized to chat turns or plain text."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from olive_flows.data.prepare import prepare_dataset
+from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.problems import UserError
+
+ROWS = 10
+
+
+def recipe_for(tmp_path, dataset: dict):
+    recipe = {
+        "schema_version": 1,
+        "name": "formats",
+        "model": {"id": "builtin:smollm2-135m-instruct"},
+        "datasets": {"d": dataset if "eval_path" in dataset else {**dataset, "eval_split": 0.2}},
+        "adapters": {"a": {"dataset": "d"}},
+        "targets": {"cpu": {"device": "cpu"}},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return load_recipe(tmp_path / "recipe.yaml")
+
+
+def prepared_rows(tmp_path, dataset: dict):
+    recipe = recipe_for(tmp_path, dataset)
+    data = prepare_dataset(recipe, "d", tmp_path / "prepared")
+    rows = [json.loads(line) for f in (data.train_file, data.eval_file) for line in f.read_text().splitlines()]
+    return data, sorted(rows, key=json.dumps)
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def chat(user: str, answer: str, system: str | None = None) -> dict:
+    turns = [{"role": "system", "content": system}] if system else []
+    turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return {"messages": turns}
+
+
+def test_instruction_rows_in_a_json_file_become_chat_turns(tmp_path):
+    rows = [
+        {"instruction": f"Double {i}", "input": "" if i % 2 else "show work", "output": str(2 * i)} for i in range(ROWS)
+    ]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.json"})
+    assert (data.format, data.detected, data.kind) == ("instruction", True, "chat")
+    expected = [chat(f"Double {i}" + ("" if i % 2 else "\n\nshow work"), str(2 * i)) for i in range(ROWS)]
+    assert normalized == sorted(expected, key=json.dumps)
+
+
+def test_completion_rows_in_parquet(tmp_path):
+    pq.write_table(
+        pa.table({"prompt": [f"p{i}" for i in range(ROWS)], "completion": [f"c{i}" for i in range(ROWS)]}),
+        tmp_path / "rows.parquet",
+    )
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.parquet"})
+    assert (data.format, data.detected) == ("completion", True)
+    assert normalized == sorted([chat(f"p{i}", f"c{i}") for i in range(ROWS)], key=json.dumps)
+
+
+def test_template_over_csv_columns(tmp_path):
+    lines = ["question,answer,topic"] + [f"q{i},a{i},math" for i in range(ROWS)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    template = {"system": "Topic: {topic}", "user": "Q: {question}", "assistant": "{answer}"}
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.csv", "template": template})
+    assert data.format == "template" and data.kind == "chat"
+    assert normalized == sorted([chat(f"Q: q{i}", f"a{i}", "Topic: math") for i in range(ROWS)], key=json.dumps)
+
+
+def test_text_rows_stay_text(tmp_path):
+    write_jsonl(tmp_path / "rows.jsonl", [{"text": f"line {i}", "id": i} for i in range(ROWS)])
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.jsonl", "format": "text"})
+    assert (data.format, data.detected, data.kind) == ("text", False, "text")
+    assert normalized == sorted([{"text": f"line {i}"} for i in range(ROWS)], key=json.dumps)
+
+
+def test_eval_path_replaces_the_split(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [chat(f"t{i}", "x") for i in range(ROWS)])
+    write_jsonl(tmp_path / "held.jsonl", [chat("h", "y")])
+    recipe = recipe_for(tmp_path, {"path": "train.jsonl", "eval_path": "held.jsonl"})
+    data = prepare_dataset(recipe, "d", tmp_path / "prepared")
+    assert (data.train_rows, data.eval_rows) == (ROWS, 1)
+
+
+def test_editing_the_data_changes_the_split_folder(tmp_path):
+    write_jsonl(tmp_path / "rows.jsonl", [chat(f"q{i}", "a") for i in range(ROWS)])
+    first, _ = prepared_rows(tmp_path, {"path": "rows.jsonl"})
+    write_jsonl(tmp_path / "rows.jsonl", [chat(f"q{i}", "b") for i in range(ROWS)])
+    second, _ = prepared_rows(tmp_path, {"path": "rows.jsonl"})
+    assert first.train_file.parent != second.train_file.parent, "Olive's cache must not reuse the old data"
+
+
+def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = recipe_for(tmp_path, {"hf": "olive-flows/does-not-exist", "split": "train"})
+    with pytest.raises(UserError) as info:
+        prepare_dataset(recipe, "d", tmp_path / "prepared")
+    [problem] = info.value.problems
+    assert problem.field == "datasets.d" and problem.location.line == 6
+    assert problem.message.startswith("cannot load Hugging Face dataset 'olive-flows/does-not-exist' (split train)")
+    assert problem.message.endswith("It needs network access, or the dataset in the local Hugging Face cache.")
