@@ -30,8 +30,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check olive_flows tests scripts
-	$(BIN)/ruff format --check olive_flows tests scripts
+	$(BIN)/ruff check olive_flows tests scripts bench
+	$(BIN)/ruff format --check olive_flows tests scripts bench
 
 # make validate checks every built-in recipe; make validate RECIPE=path/to/recipe.yaml checks one.
 validate: setup

@@ -1,13 +1,14 @@
 """Where a recipe's packages, work files and run records live on disk.
 
     <output.dir>/<recipe>/<target>/          the package of one target
+    <output.dir>/<recipe>/_data/<adapter>/   the rows an adapter trained and was evaluated on
     <output.dir>/<recipe>/_work/data/        train/eval splits, named by content hash
     <output.dir>/<recipe>/_work/olive-cache/ Olive's pass cache (what makes re-runs fast)
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
     <output.dir>/<recipe>/_work/compiled/    the Olive configs `run` executes
     <output.dir>/<recipe>/_work/runs/<id>/   one folder per run: logs, configs, timings
 
-Recipe, target and adapter names cannot start with '_', so no target folder can clash with _work.
+Recipe, target and adapter names cannot start with '_', so no target folder can clash with these.
 """
 
 from __future__ import annotations
@@ -53,3 +54,6 @@ class Workspace:
 
     def package(self, target: str) -> Path:
         return self.root / target
+
+    def audit(self, adapter: str) -> Path:
+        return self.root / "_data" / adapter

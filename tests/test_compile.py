@@ -37,7 +37,8 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
         "precision": "int4",
         "int4_block_size": 32,
         "int4_accuracy_level": 4,
-        "int4_is_symmetric": True,
+        "int4_is_symmetric": False,
+        "int4_algo_config": "k_quant_mixed",
         "int4_nodes_to_exclude": build["int4_nodes_to_exclude"],
     }
     assert len(build["int4_nodes_to_exclude"]) == 30 * 4 * 2
@@ -46,8 +47,19 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     )
     data = {d["name"]: d for d in config["data_configs"]}
     pre = data["train_rows"]["pre_process_data_config"]
-    assert pre == {"strategy": "line-by-line", "chat_template": True, "max_seq_len": 128, "pad_to_max_len": False}
+    assert pre["type"] == "olive_flows_tokenize", "olive-flows' own tokenization, registered with Olive"
+    assert data["train_rows"]["user_script"].endswith("olive_flows/data/olive_component.py")
+    params = pre["params"]
+    assert {k: params[k] for k in ("max_seq_len", "loss_on", "min_tokens", "max_tokens")} == {
+        "max_seq_len": 128,
+        "loss_on": "assistant",
+        "min_tokens": None,
+        "max_tokens": None,
+    }
+    assert params["stats_path"].endswith(".json") and "/stats-contacts-" in params["stats_path"]
+    assert data["eval_rows"]["pre_process_data_config"]["params"]["stats_path"] != params["stats_path"]
     assert data["train_rows"]["load_dataset_config"]["split"] == "train"
+    assert args["group_by_length"] is True
     assert config["systems"]["target"]["accelerators"] == [
         {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
     ]

@@ -64,6 +64,17 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
     assert np.isfinite(base).all() and np.isfinite(contacts).all() and np.isfinite(dates).all()
     assert not np.allclose(base, contacts) and not np.allclose(base, dates) and not np.allclose(contacts, dates)
 
+    audit = tmp_path / "out" / "tiny" / "_data" / "contacts"
+    assert sorted(p.name for p in audit.iterdir()) == ["eval.jsonl", "stats.json", "test.jsonl", "train.jsonl"]
+    stats = json.loads((audit / "stats.json").read_text())
+    assert stats["rows"]["train"] == len((audit / "train.jsonl").read_text().splitlines())
+    assert (
+        stats["tokenization"]["loss_on"] == "assistant" and stats["tokenization"]["examples"] == stats["rows"]["train"]
+    )
+    assert 0 < stats["tokenization"]["learned_tokens"] < stats["tokenization"]["tokens"], (
+        "prompt tokens are not learned"
+    )
+
     scores = json.loads((package / "eval.json").read_text())
     assert scores == result.scores["cpu"]
     assert set(scores["adapters"]) == {"contacts", "dates"}

@@ -110,3 +110,26 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert problem.field == "datasets.d" and problem.location.line == 6
     assert problem.message.startswith("cannot load Hugging Face dataset 'olive-flows/does-not-exist' (split train)")
     assert problem.message.endswith("It needs network access, or the dataset in the local Hugging Face cache.")
+
+
+def test_mix_draws_train_rows_by_weight_and_pools_held_out_rows(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [chat(f"a{i}", "x") for i in range(40)])
+    write_jsonl(tmp_path / "b.jsonl", [chat(f"b{i}", "y") for i in range(10)])
+    recipe = {
+        "schema_version": 1,
+        "name": "mix",
+        "model": {"id": "builtin:smollm2-135m-instruct"},
+        "datasets": {
+            "a": {"path": "a.jsonl", "eval_split": 0.1},
+            "b": {"path": "b.jsonl", "eval_split": 0.1},
+            "both": {"mix": {"a": 1, "b": 3}},
+        },
+        "adapters": {"m": {"dataset": "both"}},
+        "targets": {"cpu": {"device": "cpu"}},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    mixed = prepare_dataset(load_recipe(tmp_path / "recipe.yaml"), "both", tmp_path / "prepared")
+    train = [json.loads(line) for line in mixed.train_file.read_text().splitlines()]
+    from_b = sum(row["messages"][0]["content"].startswith("b") for row in train)
+    assert len(train) == 36 + 9 and from_b == round(45 * 3 / 4), "b is oversampled to three quarters"
+    assert mixed.rows["eval"] == 4 + 1 and mixed.kind == "chat"

@@ -100,7 +100,7 @@ def test_bad_data_rows_are_caught_at_validation(tmp_path):
     bad = '{"messages": [{"role": "user", "content": "only a question"}]}\n'
     found = problems(tmp_path, VALID, rows=ROW + bad)
     assert found == [
-        "recipe.yaml:7:11: datasets.people.path: people.jsonl:2:1 is not a valid chat row (format detected from the first row): "
+        "recipe.yaml:7:11: datasets.people.path: people.jsonl:2:1: not a valid chat row (format detected from the first row): "
         "the conversation must end with an assistant message (the text the adapter learns)"
     ]
 

@@ -68,10 +68,20 @@ def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict
         data = prepare_dataset(recipe, name, workspace.data)
         prepared[name] = data
         how = "detected" if data.detected else "declared"
+        held_out = f"{data.rows['eval']} eval" + (f", {data.rows['test']} test" if data.rows["test"] else "")
         console.say(
-            f"data {name}: {data.train_rows} train rows, {data.eval_rows} held out, "
-            f"format {data.format} ({how}) from {data.source}"
+            f"data {name}: {data.train_rows} train rows, {held_out}; format {data.format} ({how}) from {data.source}"
         )
+        report = data.report
+        removed = {
+            "invalid rows skipped": len(report.skipped),
+            "below the rating filter": report.rating_filtered,
+            **{k.replace("_", " "): v for k, v in report.cleaning.items()},
+        }
+        if any(removed.values()):
+            console.detail(", ".join(f"{v} {k}" for k, v in removed.items() if v))
+        for problem in report.skipped[:5]:
+            console.detail(f"skipped {problem.format()}")
     return prepared
 
 

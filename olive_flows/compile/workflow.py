@@ -7,6 +7,7 @@ targets export it, and an unchanged re-run only copies cached results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from olive_flows import metadata
 from olive_flows.data.prepare import PreparedDataset
+from olive_flows.data.tokenize import OLIVE_COMPONENT, OLIVE_COMPONENT_FILE
 from olive_flows.models.resolve import ModelRef
 from olive_flows.recipe.model import Recipe
 from olive_flows.validate.rules import effective_target_modules
@@ -36,6 +38,11 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.target}/{self.adapter}"
+
+    @property
+    def stats_path(self) -> str:
+        """Where the training data's tokenization reports what it did (see data/olive_component.py)."""
+        return self.config["data_configs"][0]["pre_process_data_config"]["params"]["stats_path"]
 
     def to_json(self) -> str:
         """The config as JSON, as `olive-flows compile` writes it. Keys keep their order: Olive runs
@@ -72,21 +79,29 @@ def total_steps(training: dict[str, Any], train_rows: int) -> int:
     return max(1, math.ceil(batches / training["grad_accum"] * training["epochs"]))
 
 
-# How Olive tokenizes each kind of normalized row: chat turns through the model's chat template,
-# plain text as it is. One example per row, never padded to max_seq_len.
-PRE_PROCESS: dict[str, dict[str, Any]] = {
-    "chat": {"strategy": "line-by-line", "chat_template": True, "pad_to_max_len": False},
-    "text": {"strategy": "line-by-line", "text_cols": ["text"], "add_special_tokens": True, "pad_to_max_len": False},
-}
-
-
-def _data_config(name: str, path: Path, kind: str, max_seq_len: int) -> dict[str, Any]:
+def _data_config(name: str, rows: Path, tokenization: dict[str, Any]) -> dict[str, Any]:
+    """An Olive data config that loads normalized rows and tokenizes them with olive-flows' component."""
     return {
         "name": name,
         "type": "HuggingfaceContainer",
-        "load_dataset_config": {"data_name": "json", "data_files": str(path), "split": "train"},
-        "pre_process_data_config": {**PRE_PROCESS[kind], "max_seq_len": max_seq_len},
+        "user_script": str(OLIVE_COMPONENT_FILE),
+        "load_dataset_config": {"data_name": "json", "data_files": str(rows), "split": "train"},
+        "pre_process_data_config": {"type": OLIVE_COMPONENT, "params": tokenization},
     }
+
+
+def tokenization(recipe: Recipe, adapter: str, data: PreparedDataset) -> dict[str, Any]:
+    """How the adapter's rows become examples; the stats file is named by these settings."""
+    training = recipe.adapters[adapter]["training"]
+    clean = recipe.datasets[data.name].get("clean", {})
+    settings = {
+        "max_seq_len": training["max_seq_len"],
+        "loss_on": training["loss_on"] if data.kind == "chat" else "all",
+        "min_tokens": clean.get("min_tokens"),
+        "max_tokens": clean.get("max_tokens"),
+    }
+    digest = hashlib.sha256(json.dumps([adapter, settings], sort_keys=True).encode()).hexdigest()[:8]
+    return {**settings, "stats_path": str(data.train_file.parent / f"stats-{adapter}-{digest}.json")}
 
 
 def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict | None) -> tuple[dict, list[dict]]:
@@ -96,9 +111,11 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict 
     length = (
         {"max_steps": training["max_steps"]} if training.get("max_steps") else {"num_train_epochs": training["epochs"]}
     )
+    train_tokens = tokenization(recipe, adapter, data)
+    eval_tokens = {**train_tokens, "stats_path": train_tokens["stats_path"].replace("/stats-", "/eval-stats-")}
     data_configs = [
-        _data_config(TRAIN_DATA, data.train_file, data.kind, training["max_seq_len"]),
-        _data_config(EVAL_DATA, data.eval_file, data.kind, training["max_seq_len"]),
+        _data_config(TRAIN_DATA, data.train_file, train_tokens),
+        _data_config(EVAL_DATA, data.eval_file, eval_tokens),
     ]
     train = {
         "type": metadata.load("methods")[spec["method"]]["olive_pass"],
@@ -124,6 +141,7 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict 
             "eval_strategy": "steps",
             "eval_steps": max(1, steps // EVALS_PER_TRAINING),
             "logging_steps": 1,
+            "group_by_length": training["group_by_length"],
             "save_strategy": "no",
             "report_to": "none",
             "disable_tqdm": True,
@@ -140,6 +158,7 @@ def _build_pass(target: dict[str, Any], modules: list[str], num_layers: int) -> 
             int4_block_size=options["block_size"],
             int4_accuracy_level=options["accuracy_level"],
             int4_is_symmetric=options["symmetric"],
+            int4_algo_config=options["algorithm"],
         )
     if target["precision"] in {"int4", "int8"}:
         build["int4_nodes_to_exclude"] = lora_node_names(modules, num_layers)

@@ -6,6 +6,7 @@ Every format is normalized to one of two shapes before training: chat turns
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,21 @@ def _text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _chat_errors(row: dict[str, Any]) -> list[str]:
+def chat_messages(row: dict[str, Any]) -> Any:
+    """A row's messages; a JSON string (as CSV and SQLite store them) is decoded."""
     messages = row.get("messages")
+    if isinstance(messages, str):
+        try:
+            return json.loads(messages)
+        except json.JSONDecodeError:
+            return messages
+    return messages
+
+
+def _chat_errors(row: dict[str, Any]) -> list[str]:
+    messages = chat_messages(row)
+    if isinstance(messages, str):
+        return ["'messages' is text but not valid JSON"]
     if not isinstance(messages, list) or not messages:
         return ["expected a non-empty 'messages' list"]
     errors = []
@@ -83,7 +97,7 @@ def row_errors(row: Any, fmt: str | None, template: dict[str, str] | None = None
         missing = sorted(template_fields(template) - set(row))
         return [f"column '{m}' used by the template is missing (columns: {', '.join(row)})" for m in missing]
     if fmt is None:
-        return [f"cannot tell the format (keys: {', '.join(row) or 'none'}); set format or template"]
+        return [f"cannot tell the format from its keys ({', '.join(row) or 'none'}); set format or template"]
     return ROW_CHECKS[fmt](row)
 
 
@@ -93,7 +107,7 @@ def normalize(row: dict[str, Any], fmt: str | None, template: dict[str, str] | N
         turns = [(role, template[role].format(**row)) for role in CHAT_ROLES if role in template]
         return {"messages": [{"role": role, "content": content} for role, content in turns]}
     if fmt == "chat":
-        return {"messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in chat_messages(row)]}
     if fmt == "instruction":
         user = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
         turns = [("system", row["system"])] if row.get("system") else []

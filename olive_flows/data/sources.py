@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from olive_flows.paths import display_path
 from olive_flows.validate.problems import Location, Problem, UserError
 
-LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".sqlite", ".sqlite3", ".db")
+SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 
 
 class BadRecord:
@@ -25,8 +27,11 @@ class BadRecord:
         self.message = message
 
 
-def iter_local(path: Path) -> Iterator[tuple[Location, Any]]:
-    """Rows of a local file with their location (line for JSONL and CSV, row number otherwise)."""
+def iter_local(path: Path, table: str | None = None) -> Iterator[tuple[Location, Any]]:
+    """Rows of a local file with their location (line for JSONL and CSV, row number otherwise).
+
+    SQLite databases are read-only, one ``table``; every other format is one file of rows.
+    """
     shown = display_path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
@@ -52,6 +57,8 @@ def iter_local(path: Path) -> Iterator[tuple[Location, Any]]:
             reader = csv.DictReader(f)
             for row in reader:
                 yield Location(shown, reader.line_num, 1), row
+    elif suffix in SQLITE_SUFFIXES:
+        yield from _iter_sqlite(path, shown, table)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -61,6 +68,23 @@ def iter_local(path: Path) -> Iterator[tuple[Location, Any]]:
         raise UserError(
             [Problem(Location(shown), "", f"unsupported data file type; use one of {', '.join(LOCAL_SUFFIXES)}")]
         )
+
+
+def _iter_sqlite(path: Path, shown: str, table: str | None) -> Iterator[tuple[Location, Any]]:
+    if not table:
+        raise UserError([Problem(Location(shown), "", "a SQLite dataset needs `table`: the table that holds the rows")])
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        quoted = '"' + table.replace('"', '""') + '"'
+        cursor = connection.execute(f"SELECT rowid AS _rowid_, * FROM {quoted}")
+        for row in cursor:
+            record = dict(row)
+            yield Location(f"{shown} table {table} rowid {record.pop('_rowid_')}"), record
+    except sqlite3.Error as exc:
+        raise UserError([Problem(Location(shown), "", f"cannot read table '{table}': {exc}")]) from None
+    finally:
+        connection.close()
 
 
 def iter_hub(dataset: str, split: str, revision: str | None) -> Iterator[tuple[Location, Any]]:

@@ -86,12 +86,7 @@ def _adapter_entry(recipe: Recipe, name: str, job: Job, datasets: dict[str, Prep
         "r": spec["r"],
         "alpha": spec["alpha"],
         "target_modules": job.config["passes"]["train"]["target_modules"],
-        "dataset": {
-            "name": data.name,
-            "sha256": data.sha256,
-            "train_rows": data.train_rows,
-            "eval_rows": data.eval_rows,
-        },
+        "dataset": {"name": data.name, "sha256": data.sha256, "rows": data.rows, "audit": f"../_data/{name}"},
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from olive_flows import metadata
 from olive_flows.compile.plan import needs_hub, plan_recipe
 from olive_flows.compile.workflow import Job, provider_of
+from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.check import check_package
 from olive_flows.files import write_json
 from olive_flows.package.build import build_package, size_mb
@@ -69,6 +70,12 @@ def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None
     for job in jobs:
         outputs.setdefault(job.target, {})[job.adapter] = (job, _run_job(job, workspace, run_dir, console, timings))
     write_json(run_dir / "timings.json", timings)
+    for adapter, job in {job.adapter: job for job in jobs}.items():
+        data = datasets[recipe.adapters[adapter]["dataset"]]
+        write_audit(workspace.audit(adapter), data, tokenization_stats(job.stats_path))
+    console.say(
+        f"data audit: {display_path(workspace.root / '_data')} (the rows each adapter trained and was evaluated on)"
+    )
 
     result = RunResult(run_dir)
     for target, adapter_outputs in outputs.items():
@@ -102,6 +109,12 @@ def _run_job(job: Job, workspace: Workspace, run_dir: Path, console: Console, ti
     history_file = workspace.job(job.target, job.adapter) / "training.json"
     if recorder.history:
         write_json(history_file, recorder.history)
+        stats = tokenization_stats(job.stats_path)
+        console.detail(
+            f"trained on {stats['examples']} examples: {stats['learned_tokens']} of {stats['tokens']} tokens learned "
+            f"(loss on {stats['loss_on']}), {len(stats['truncated_rows'])} truncated to {stats['max_seq_len']} tokens, "
+            f"{len(stats['dropped_no_learned_token']) + len(stats['dropped_by_length_filter'])} dropped"
+        )
     else:
         console.detail("training reused from Olive's cache")
     console.detail(f"done in {timings[job.name]:.0f} s")

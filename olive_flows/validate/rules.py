@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
+from pathlib import Path
 
 from olive_flows import metadata
-from olive_flows.data.formats import row_errors
-from olive_flows.data.prepare import declared_format
-from olive_flows.data.sources import BadRecord, iter_local
+from olive_flows.data.prepare import normalize_rows
+from olive_flows.data.sources import SQLITE_SUFFIXES, iter_local
 from olive_flows.models.resolve import model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
@@ -69,18 +69,43 @@ def model_reference_resolves(recipe: Recipe) -> Iterator[Problem]:
     yield from model_ref_problems(recipe)
 
 
+SOURCE_KEYS = ("path", "hf", "mix")
+ONLY_WITH = {"split": "hf", "revision": "hf", "table": "path"}
+NOT_WITH_MIX = ("format", "template", "rating", "on_error", "clean", "eval_split", "eval_path", "test_split", "table")
+
+
 @rule
 def dataset_has_one_source(recipe: Recipe) -> Iterator[Problem]:
-    """A dataset is a local file (path) or a Hugging Face split (hf and split), not both or neither."""
+    """A dataset is a local file (path), a Hugging Face split (hf and split) or a mix: exactly one."""
     for name, spec in recipe.datasets.items():
         where = ("datasets", name)
-        if ("path" in spec) == ("hf" in spec):
-            yield recipe.problem(where, "set exactly one of path (a local file) or hf (a Hugging Face dataset)")
-        elif "hf" in spec and "split" not in spec:
+        raw = recipe.raw["datasets"][name]
+        if sum(key in spec for key in SOURCE_KEYS) != 1:
+            yield recipe.problem(where, "set exactly one of path (a local file), hf (a Hugging Face dataset) or mix")
+            continue
+        if "hf" in spec and "split" not in spec:
             yield recipe.problem(where, "a Hugging Face dataset needs a split (for example split: train)")
-        for key in ("split", "revision"):
-            if "path" in spec and key in recipe.raw["datasets"][name]:
-                yield recipe.problem((*where, key), f"{key} applies to Hugging Face datasets (hf) only")
+        for key, needs in ONLY_WITH.items():
+            if key in raw and needs not in spec:
+                yield recipe.problem((*where, key), f"{key} applies only to datasets with {needs}")
+        if "path" in spec and Path(spec["path"]).suffix.lower() in SQLITE_SUFFIXES and "table" not in spec:
+            yield recipe.problem((*where, "path"), "a SQLite database needs `table`: the table that holds the rows")
+        if "mix" in spec:
+            for key in NOT_WITH_MIX:
+                if key in raw:
+                    yield recipe.problem((*where, key), f"{key} does not apply to a mix; set it on the mixed datasets")
+
+
+@rule
+def mix_parts_exist(recipe: Recipe) -> Iterator[Problem]:
+    """A mix names datasets that exist and are not mixes themselves."""
+    for name, spec in recipe.datasets.items():
+        for part in spec.get("mix", {}):
+            where = ("datasets", name, "mix", part)
+            if part not in recipe.datasets:
+                yield recipe.problem(where, *_unknown("dataset", part, recipe.datasets), key=True)
+            elif "mix" in recipe.datasets[part]:
+                yield recipe.problem(where, "a mix cannot contain another mix", key=True)
 
 
 @rule
@@ -175,25 +200,12 @@ def data_files_match_format(recipe: Recipe) -> Iterator[Problem]:
                 yield recipe.problem(where, f"data file {display_path(path)} does not exist")
                 continue
             try:
-                rows = list(islice(iter_local(path), ROWS_CHECKED_AT_VALIDATION))
+                normalize_rows(islice(iter_local(path, spec.get("table")), ROWS_CHECKED_AT_VALIDATION), spec)
             except UserError as exc:
-                yield from exc.problems
-                continue
-            if not rows:
-                yield recipe.problem(where, f"data file {display_path(path)} has no rows")
-                continue
-            fmt, detected = declared_format(spec, rows[0][1])
-            if spec.get("template"):
-                verdict = "does not fit the template"
-            elif fmt:
-                verdict = f"is not a valid {fmt} row" + (" (format detected from the first row)" if detected else "")
-            else:
-                verdict = "has no recognizable format"
-            for location, row in rows:
-                errors = [row.message] if isinstance(row, BadRecord) else row_errors(row, fmt, spec.get("template"))
-                if errors:
-                    yield recipe.problem(where, f"{location} {verdict}: {'; '.join(errors)}")
-                    break
+                first = exc.problems[0] if exc.problems else None
+                yield recipe.problem(
+                    where, f"{first.location}: {first.message}" if first else f"{display_path(path)}: {exc.text}"
+                )
 
 
 @rule

@@ -1,0 +1,54 @@
+"""The audit trail of a run: the exact rows each adapter trained and was evaluated on, with stats.
+
+Written to ``<output.dir>/<recipe>/_data/<adapter>/`` beside the packages: the split files the
+adapter's training read, and stats.json with what happened to the rows on the way (invalid rows
+skipped, rating filter, cleaning, rows truncated or dropped at tokenization, by index into
+train.jsonl) and the sha256 of each file. manifest.json records the same hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from olive_flows.data.prepare import SPLITS, PreparedDataset
+from olive_flows.files import sha256_file, write_json
+
+
+def tokenization_stats(stats_path: str | Path) -> dict[str, Any]:
+    """What the tokenization of a training run reported (empty when it has not run)."""
+    path = Path(stats_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_audit(folder: Path, data: PreparedDataset, stats: dict[str, Any]) -> dict[str, str]:
+    """Write one adapter's audit folder atomically; return the sha256 of each split file."""
+    staging = folder.with_name(f".{folder.name}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    hashes = {}
+    for split in SPLITS:
+        source = data.folder / f"{split}.jsonl"
+        shutil.copy2(source, staging / source.name)
+        hashes[source.name] = sha256_file(source)
+    write_json(
+        staging / "stats.json",
+        {
+            "dataset": data.name,
+            "source": data.source,
+            "format": data.format,
+            "rows": data.rows,
+            "preparation": data.report.to_json(),
+            "tokenization": stats,
+            "sha256": hashes,
+        },
+    )
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return hashes
