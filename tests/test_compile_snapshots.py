@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import olive_flows
 from olive_flows.compile.plan import plan_recipe
 from olive_flows.paths import cache_dir
 from olive_flows.recipe.catalog import builtin_recipes
@@ -23,7 +24,8 @@ SNAPSHOTS = Path(__file__).parent / "snapshots" / "compile"
 
 
 def normalized(text: str, output: Path) -> str:
-    return text.replace(str(output), "<OUTPUT>").replace(str(cache_dir()), "<CACHE>")
+    package = Path(olive_flows.__file__).parent
+    return text.replace(str(output), "<OUTPUT>").replace(str(cache_dir()), "<CACHE>").replace(str(package), "<PACKAGE>")
 
 
 @pytest.mark.parametrize("name", sorted(builtin_recipes()))
