@@ -2,6 +2,7 @@
 
     <output.dir>/<recipe>/<target>/          the package of one target
     <output.dir>/<recipe>/_data/<adapter>/   the rows an adapter trained and was evaluated on
+    <output.dir>/<recipe>/_peft/<adapter>/   the trained PEFT adapter and its training log
     <output.dir>/<recipe>/_work/data/        train/eval splits, named by content hash
     <output.dir>/<recipe>/_work/olive-cache/ Olive's pass cache (what makes re-runs fast)
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
@@ -57,3 +58,6 @@ class Workspace:
 
     def audit(self, adapter: str) -> Path:
         return self.root / "_data" / adapter
+
+    def peft(self, adapter: str) -> Path:
+        return self.root / "_peft" / adapter

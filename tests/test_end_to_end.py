@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
 import yaml
 from conftest import tiny_recipe, write_recipe
 
+from olive_flows.cli.main import main
 from olive_flows.files import sha256_file
 from olive_flows.recipe.load import load_recipe
 from olive_flows.run.console import Console
@@ -120,8 +122,56 @@ def test_text_and_instruction_datasets_train_and_export(tiny_model, tmp_path):
     path.write_text(yaml.safe_dump(recipe))
     result = run_recipe(load_recipe(path), console=Console(io.StringIO()))
     scores = result.scores["cpu"]
-    assert set(scores["adapters"]) == {"dates"} and "dates/exact_match" in scores["base"]["metrics"]
-    history = json.loads(
-        (tmp_path / "out" / "tiny" / "_work" / "jobs" / "cpu" / "contacts" / "training.json").read_text()
-    )
+    assert set(scores["base"]["metrics"]) == {"dates/exact_match"}
+    assert scores["adapters"]["contacts"]["metrics"] == {}, "a text dataset has no task metrics"
+    assert scores["adapters"]["contacts"]["perplexity"]["onnx"] > 1, "but its perplexity is measured"
+    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "contacts" / "training_log.json").read_text())
     assert any("loss" in entry for entry in history), "the text adapter trained"
+
+
+def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
+    """fp32 export: logits within tolerance of PyTorch + PEFT; report, eval and chat commands work."""
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out", cpu={"device": "cpu", "precision": "fp32"})
+    recipe["adapters"]["dates"]["training"]["report_to"] = ["tensorboard"]
+    recipe["evaluation"]["metrics"]["dates"] = ["exact_match", "rouge_l", "bleu", "regex:\\d{4}-\\d{2}-\\d{2}"]
+    path = write_recipe(tmp_path, recipe)
+    result = run_recipe(load_recipe(path), console=Console(io.StringIO()))
+    package = result.packages["cpu"]
+
+    scores = json.loads((package / "eval.json").read_text())
+    parity = scores["parity"]
+    assert parity["kind"] == "logits" and parity["ok"] and parity["max_abs_logit_diff"] < 1e-3
+    for entry in (scores["base"], *scores["adapters"].values()):
+        assert entry["perplexity"]["pytorch"] == pytest.approx(entry["perplexity"]["onnx"], rel=1e-3)
+        assert entry["decode_tokens_per_s"] > 0 and entry["time_to_first_token_s"] > 0
+    assert set(scores["adapters"]["dates"]["metrics"]) == {
+        "exact_match",
+        "rouge_l",
+        "bleu",
+        "regex:\\d{4}-\\d{2}-\\d{2}",
+    }
+    assert scores["samples"] and {"prompt", "base", "contacts", "dates"} <= set(scores["samples"][0])
+
+    report = (package / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert sorted(linked) == [
+        "report/loss-contacts.png",
+        "report/loss-dates.png",
+        "report/lr-contacts.png",
+        "report/lr-dates.png",
+    ]
+    assert all((package / link).read_bytes().startswith(b"\x89PNG") for link in linked)
+    page = (package / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "Parity" in page and "Resolved recipe" in page
+    assert list((result.run_dir / "tensorboard" / "dates").rglob("events.out.tfevents.*")), (
+        "TensorBoard logs in the run folder"
+    )
+
+    assert main(["eval", str(package), "evaluation.max_rows=1"]) == 0
+    again = json.loads((package / "eval.json").read_text())
+    assert again["adapters"]["dates"]["rows"] == 1
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert all(sha256_file(package / name) == entry["sha256"] for name, entry in manifest["files"].items())
+
+    assert main(["chat", str(package), "--adapter", "dates", "--prompt", "5 March 2021", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.strip()

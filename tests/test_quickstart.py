@@ -19,7 +19,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
 
     package = tmp_path / "quickstart" / "cpu"
     assert "smoke check passed" in result.stdout
-    assert "task scores on held-out rows" in result.stdout
+    assert "evaluating on held-out rows" in result.stdout
     scores = json.loads((package / "eval.json").read_text())
     assert set(scores["adapters"]) == {"contacts", "dates"}
     assert set(scores["base"]["metrics"]) == {
@@ -28,6 +28,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
         "contacts/exact_match",
         "dates/exact_match",
     }
+    assert scores["parity"]["checked"] and set(scores["parity"]["relative_difference"]) == {"base", "contacts", "dates"}
+    assert (package / "report.html").is_file() and (package / "report.md").is_file()
     manifest = json.loads((package / "manifest.json").read_text())
     assert manifest["base_model"]["id"] == "builtin:smollm2-135m-instruct"
     assert manifest["files"]["model.onnx"]["size"] > 100_000_000

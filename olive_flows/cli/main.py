@@ -11,10 +11,20 @@ import sys
 from collections.abc import Sequence
 
 from olive_flows import __version__
-from olive_flows.cli import compile_cmd, data_cmd, list_cmd, new_cmd, run_cmd, show_cmd, validate_cmd
+from olive_flows.cli import (
+    chat_cmd,
+    compile_cmd,
+    data_cmd,
+    eval_cmd,
+    list_cmd,
+    new_cmd,
+    run_cmd,
+    show_cmd,
+    validate_cmd,
+)
 from olive_flows.validate.problems import UserError
 
-SUBCOMMANDS = (run_cmd, validate_cmd, show_cmd, compile_cmd, list_cmd, new_cmd, data_cmd)
+SUBCOMMANDS = (run_cmd, validate_cmd, show_cmd, compile_cmd, list_cmd, new_cmd, data_cmd, eval_cmd, chat_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -143,7 +143,7 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict 
             "logging_steps": 1,
             "group_by_length": training["group_by_length"],
             "save_strategy": "no",
-            "report_to": "none",
+            "report_to": training["report_to"] or "none",
             "disable_tqdm": True,
         },
     }

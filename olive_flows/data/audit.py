@@ -9,13 +9,12 @@ train.jsonl) and the sha256 of each file. manifest.json records the same hashes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from olive_flows.data.prepare import SPLITS, PreparedDataset
-from olive_flows.files import sha256_file, write_json
+from olive_flows.files import replace_dir, sha256_file, staging_dir, write_json
 
 
 def tokenization_stats(stats_path: str | Path) -> dict[str, Any]:
@@ -26,9 +25,8 @@ def tokenization_stats(stats_path: str | Path) -> dict[str, Any]:
 
 def write_audit(folder: Path, data: PreparedDataset, stats: dict[str, Any]) -> dict[str, str]:
     """Write one adapter's audit folder atomically; return the sha256 of each split file."""
-    staging = folder.with_name(f".{folder.name}.staging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_dir(folder)
+    staging.mkdir()
     hashes = {}
     for split in SPLITS:
         source = data.folder / f"{split}.jsonl"
@@ -46,9 +44,5 @@ def write_audit(folder: Path, data: PreparedDataset, stats: dict[str, Any]) -> d
             "sha256": hashes,
         },
     )
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(staging, folder)
     return hashes

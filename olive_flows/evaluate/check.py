@@ -1,19 +1,26 @@
-"""Check a staged package where this machine can run it: smoke test, then task scores.
+"""Check a staged package where this machine can run it: smoke test, evaluation, report.
 
 The smoke test generates with the base model and with every adapter and fails the run on any
-error. The scores compare the base and each adapter on the adapter's held-out rows, computed on
-the exported package itself, the artifact that ships.
+error. The evaluation (evaluation.py) scores the exported package itself, the artifact that
+ships, and compares it with the PyTorch model it came from; eval.json and the report are written
+into the package.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from olive_flows.data.prepare import PreparedDataset
+from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
+from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available
-from olive_flows.evaluate.tasks import PackageCheckFailed, read_eval_rows, score_rows, smoke_check
+from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
+from olive_flows.files import write_json
+from olive_flows.package.peft import TRAINING_LOG
+from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
+from olive_flows.run.capture import output_to
 from olive_flows.run.console import Console
 
 
@@ -21,56 +28,80 @@ def check_package(
     recipe: Recipe,
     target: str,
     folder: Path,
+    manifest: dict[str, Any],
     *,
-    datasets: dict[str, PreparedDataset],
+    subject: EvalSubject,
     genai_provider: str | None,
     console: Console,
-) -> tuple[dict[str, Any], str]:
-    """Smoke-test the package and score it on the held-out rows, where this machine can run it."""
-    evaluation = recipe.data["evaluation"]
+    log: Path,
+) -> dict[str, Any]:
+    """Smoke-test, evaluate and report on the package in ``folder``; record the verdict in ``manifest``.
+    What the libraries print while loading and generating goes to ``log``."""
+    settings = recipe.data["evaluation"]
     native = provider_available(genai_provider)
     try:
         runtime = PackageRuntime(folder, genai_provider if native else None)
-        texts = smoke_check(runtime, evaluation["smoke_prompt"], evaluation["max_new_tokens"])
+        texts = smoke_check(runtime, settings["smoke_prompt"], settings["max_new_tokens"])
     except (PackageCheckFailed, RuntimeError) as exc:
         if native:
             raise PackageCheckFailed(f"package {target}: {exc}") from exc
-        note = f"not verified here: needs {genai_provider} ({exc})"
-        console.say(f"package {target}: {note}")
-        return {}, note
-    note = "passed" if native else f"passed on CPU (the {genai_provider} provider is not available here)"
-    console.say(f"package {target}: smoke check {note}; prompt: {evaluation['smoke_prompt']!r}")
+        manifest["smoke_check"] = f"not verified here: needs {genai_provider} ({exc})"
+        console.say(f"package {target}: {manifest['smoke_check']}")
+        return {}
+    manifest["smoke_check"] = (
+        "passed" if native else f"passed on CPU (the {genai_provider} provider is not available here)"
+    )
+    console.say(f"package {target}: smoke check {manifest['smoke_check']}; prompt: {settings['smoke_prompt']!r}")
     for label, text in texts.items():
         console.detail(f"{label:>12}: {text.strip()[:100]!r}")
-    return _score(recipe, target, runtime, datasets, console), note
+
+    console.say(f"package {target}: evaluating on held-out rows (log: {display_path(log)})")
+    with output_to(log):
+        evaluation = evaluate_package(recipe, folder, subject, runtime, console)
+    show(evaluation, console)
+    write_json(folder / "eval.json", evaluation)
+    histories = {a: _history(subject.peft.get(a)) for a in evaluation["adapters"]}
+    write_report(folder, evaluation, manifest, histories, recipe.data)
+    parity = evaluation["parity"]
+    if parity.get("checked") and not parity["ok"]:
+        message = f"package {target}: PARITY BROKEN: the exported package does not match the PyTorch model ({_parity_text(parity)})"
+        if settings["parity"]["enforce"]:
+            raise PackageCheckFailed(message)
+        console.say(message)
+    return evaluation
 
 
-def _score(
-    recipe: Recipe, target: str, runtime: PackageRuntime, datasets: dict[str, PreparedDataset], console: Console
-) -> dict[str, Any]:
-    evaluation = recipe.data["evaluation"]
-    result: dict[str, Any] = {"base": {"metrics": {}, "samples": {}}, "adapters": {}}
-    base_cache: dict[str, Any] = {}
-    rows_table = []
-    for adapter in recipe.target_adapters(target):
-        dataset = recipe.adapters[adapter]["dataset"]
-        metrics = evaluation["metrics"].get(dataset)
-        if not metrics:
-            continue
-        rows = read_eval_rows(datasets[dataset].eval_file, evaluation["max_rows"])
-        if dataset not in base_cache:
-            base_cache[dataset] = score_rows(runtime, rows, metrics, None, evaluation["max_new_tokens"])
-        base = base_cache[dataset]
-        tuned = score_rows(runtime, rows, metrics, adapter, evaluation["max_new_tokens"])
-        result["adapters"][adapter] = {"metrics": tuned.metrics, "samples": tuned.samples, "rows": len(rows)}
-        result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base.metrics.items()})
-        result["base"]["samples"][adapter] = base.samples
-        rows_table.append(
-            (adapter, dataset, metrics[0], base.metrics[metrics[0]], tuned.metrics[metrics[0]], len(rows))
-        )
-    if rows_table:
-        console.say(f"package {target}: task scores on held-out rows (exported package, greedy decoding)")
-        console.detail(f"{'adapter':<14}{'dataset':<14}{'metric':<14}{'base':>8}{'adapter':>9}{'rows':>6}")
-        for adapter, dataset, metric, base_score, tuned_score, rows in rows_table:
-            console.detail(f"{adapter:<14}{dataset:<14}{metric:<14}{base_score:>8.3f}{tuned_score:>9.3f}{rows:>6}")
-    return result
+def _history(peft_folder: Path | None) -> list[dict[str, Any]]:
+    path = peft_folder / TRAINING_LOG if peft_folder else None
+    return json.loads(path.read_text()) if path and path.is_file() else []
+
+
+def _parity_text(parity: dict[str, Any]) -> str:
+    if parity["kind"] == "logits":
+        return f"largest logit difference {parity['max_abs_logit_diff']:.3g}, tolerance {parity['tolerance']:g}"
+    worst = max(parity["relative_difference"].items(), key=lambda kv: kv[1])
+    return f"perplexity of {worst[0]} differs by {worst[1]:.2%}, bound {parity['bound']:.0%}"
+
+
+def show(evaluation: dict[str, Any], console: Console) -> None:
+    """The evaluation as a few console tables."""
+    base, adapters = evaluation["base"], evaluation["adapters"]
+    console.detail(f"{'adapter':<14}{'metric':<16}{'base':>8}{'adapter':>9}{'rows':>6}")
+    for name, entry in adapters.items():
+        for metric, value in entry["metrics"].items():
+            console.detail(
+                f"{name:<14}{metric:<16}{base['metrics'][f'{name}/{metric}']:>8.3f}{value:>9.3f}{entry['rows']:>6}"
+            )
+    console.detail(f"{'perplexity':<30}{'pytorch':>10}{'onnx':>10}")
+    rows = [("base (pooled)", base["perplexity"]), *[(name, entry["perplexity"]) for name, entry in adapters.items()]]
+    for label, ppl in rows:
+        torch = f"{ppl['pytorch']:.4f}" if ppl["pytorch"] else "-"
+        console.detail(f"{label:<30}{torch:>10}{ppl['onnx']:>10.4f}")
+    parity = evaluation["parity"]
+    console.detail(
+        f"parity: {_parity_text(parity) + (': OK' if parity['ok'] else ': BROKEN') if parity.get('checked') else parity['reason']}"
+    )
+    speeds = [("base", base), *adapters.items()]
+    console.detail(
+        "decode: " + ", ".join(f"{label} {entry['decode_tokens_per_s']:.1f} tok/s" for label, entry in speeds)
+    )

@@ -1,14 +1,23 @@
-"""Task metrics that a program can compute from a model's answer and the reference answer.
+"""Task metrics computed from a model's answers and the reference answers of held-out rows.
 
-Each metric maps (prediction, reference) to a score in [0, 1]; a dataset's score is the mean over
-its held-out rows. The names are the ones the recipe schema allows under evaluation.metrics.
+Every metric maps paired lists of predictions and references to one score in [0, 1]: most are the
+mean of a per-row score, BLEU is corpus-level. The names are those the recipe schema allows under
+``evaluation.metrics``; ``regex:<pattern>`` scores answers that match the pattern in full.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from functools import cache
 from typing import Any
+
+REGEX_PREFIX = "regex:"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def exact_match(prediction: str, reference: str) -> float:
@@ -44,15 +53,43 @@ def json_fields(prediction: str, reference: str) -> float:
     return sum(1 for key, value in expected.items() if key in actual and actual[key] == value) / len(expected)
 
 
-METRICS: dict[str, Callable[[str, str], float]] = {
+@cache
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 (longest common subsequence of words), from Google's rouge-score package."""
+    return _rouge().score(reference, prediction)["rougeL"].fmeasure
+
+
+def bleu(predictions: list[str], references: list[str]) -> float:
+    """Corpus BLEU from sacrebleu, on a 0-1 scale."""
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(predictions, [references]).score / 100
+
+
+PER_ROW: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match,
     "json_valid": json_valid,
     "json_fields": json_fields,
     "contains": contains,
+    "rouge_l": rouge_l,
 }
+CORPUS: dict[str, Callable[[list[str], list[str]], float]] = {"bleu": bleu}
+METRIC_NAMES = (*PER_ROW, *CORPUS)
 
 
 def score(metric: str, predictions: list[str], references: list[str]) -> float:
-    """Mean of ``metric`` over paired predictions and references."""
-    func = METRICS[metric]
-    return sum(func(p, r) for p, r in zip(predictions, references, strict=True)) / len(references)
+    """``metric`` over paired predictions and references."""
+    if len(predictions) != len(references) or not references:
+        raise ValueError("need as many predictions as references, and at least one")
+    if metric.startswith(REGEX_PREFIX):
+        pattern = re.compile(metric.removeprefix(REGEX_PREFIX))
+        return _mean([float(bool(pattern.fullmatch(p.strip()))) for p in predictions])
+    if metric in CORPUS:
+        return CORPUS[metric](predictions, references)
+    return _mean([PER_ROW[metric](p, r) for p, r in zip(predictions, references, strict=True)])

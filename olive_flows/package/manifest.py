@@ -11,6 +11,7 @@ from typing import Any
 from olive_flows.files import sha256_file
 
 MANIFEST = "manifest.json"
+RESOLVED_RECIPE = "recipe.json"  # the recipe the package was built from, every default filled in
 FORMAT = "olive-flows-package/1"
 VERSIONED_PACKAGES = ("olive-flows", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft")
 

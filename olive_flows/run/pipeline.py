@@ -7,8 +7,10 @@ folder and only then moved into place, so a failed run never leaves a broken pac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +21,10 @@ from olive_flows.compile.plan import needs_hub, plan_recipe
 from olive_flows.compile.workflow import Job, provider_of
 from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.check import check_package
+from olive_flows.evaluate.evaluation import EvalSubject, read_rows
 from olive_flows.files import write_json
+from olive_flows.package import peft
+from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import build_package, size_mb
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
@@ -64,51 +69,87 @@ def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None
     console.say(f"recipe {recipe.name} ({recipe.source}); run folder {display_path(run_dir)}")
 
     plan = plan_recipe(recipe, console, model_log=run_dir / "logs" / "model.log")
-    jobs, datasets, ref = plan.jobs, plan.datasets, plan.model
     timings: dict[str, float] = {}
     outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
-    for job in jobs:
-        outputs.setdefault(job.target, {})[job.adapter] = (job, _run_job(job, workspace, run_dir, console, timings))
+    trained: dict[str, Path] = {}
+    for job in plan.jobs:
+        output = _run_job(job, recipe, run_dir, console, timings)
+        outputs.setdefault(job.target, {})[job.adapter] = (job, output)
+        adapter_dir = peft.trained_adapter(output)
+        if adapter_dir is None:
+            raise PackageError(f"{job.name}: Olive's output names no trained adapter (see {output / 'footprint.json'})")
+        trained[job.adapter] = adapter_dir
     write_json(run_dir / "timings.json", timings)
-    for adapter, job in {job.adapter: job for job in jobs}.items():
-        data = datasets[recipe.adapters[adapter]["dataset"]]
-        write_audit(workspace.audit(adapter), data, tokenization_stats(job.stats_path))
+    for adapter, job in {job.adapter: job for job in plan.jobs}.items():
+        write_audit(
+            workspace.audit(adapter),
+            plan.datasets[recipe.adapters[adapter]["dataset"]],
+            tokenization_stats(job.stats_path),
+        )
+        peft.publish(trained[adapter], workspace.peft(adapter))
     console.say(
-        f"data audit: {display_path(workspace.root / '_data')} (the rows each adapter trained and was evaluated on)"
+        f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"
     )
 
     result = RunResult(run_dir)
     for target, adapter_outputs in outputs.items():
-        provider = metadata.target_profile(provider_of(recipe.targets[target]))["genai_provider"]
-        check = partial(check_package, recipe, target, datasets=datasets, genai_provider=provider, console=console)
-        package, scores = build_package(recipe, target, adapter_outputs, datasets, ref, workspace, check)
+        spec = recipe.targets[target]
+        subject = EvalSubject(
+            rows={
+                a: read_rows(
+                    plan.datasets[recipe.adapters[a]["dataset"]].scored_file, recipe.data["evaluation"]["max_rows"]
+                )
+                for a in adapter_outputs
+            },
+            dataset_of={a: recipe.adapters[a]["dataset"] for a in adapter_outputs},
+            precision=spec["precision"],
+            peft={a: workspace.peft(a) for a in adapter_outputs},
+            model_path=plan.model.path,
+            trust_remote_code=plan.model.trust_remote_code,
+        )
+        provider = metadata.target_profile(provider_of(spec))["genai_provider"]
+        check = partial(
+            check_package,
+            recipe,
+            target,
+            subject=subject,
+            genai_provider=provider,
+            console=console,
+            log=run_dir / "logs" / f"eval-{target}.log",
+        )
+        package, scores = build_package(recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check)
         console.say(
-            f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters)"
+            f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters); report: {display_path(package / 'report.html')}"
         )
         result.packages[target] = package
         result.scores[target] = scores
     return result
 
 
-def _run_job(job: Job, workspace: Workspace, run_dir: Path, console: Console, timings: dict[str, float]) -> Path:
+def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: dict[str, float]) -> Path:
     from olive_flows.run.olive import run_workflow
     from olive_flows.run.training_log import record_training
 
     passes = job.config["passes"]
     train, build = passes["train"], passes["build"]
+    provider = job.config["systems"]["target"]["accelerators"][0]["execution_providers"][0]
     console.say(
         f"{job.name}: {train['type']} r={train['r']} on {','.join(train['target_modules'])}, "
-        f"then {build['precision']} export for {job.config['systems']['target']['accelerators'][0]['execution_providers'][0]}"
+        f"then {build['precision']} export for {provider}"
     )
     (run_dir / "olive").mkdir(exist_ok=True)
     (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
     started = time.monotonic()
-    with record_training(console) as recorder:
+    trackers = tracker_environment(
+        recipe.adapters[job.adapter]["training"]["report_to"], run_dir, recipe.name, job.adapter
+    )
+    with record_training(console) as recorder, environment(trackers):
         output = run_workflow(job.name, job.config, run_dir / "logs" / f"{job.target}-{job.adapter}.log")
     timings[job.name] = round(time.monotonic() - started, 1)
-    history_file = workspace.job(job.target, job.adapter) / "training.json"
     if recorder.history:
-        write_json(history_file, recorder.history)
+        adapter_dir = peft.trained_adapter(output)
+        if adapter_dir:
+            peft.record_history(adapter_dir, recorder.history)
         stats = tokenization_stats(job.stats_path)
         console.detail(
             f"trained on {stats['examples']} examples: {stats['learned_tokens']} of {stats['tokens']} tokens learned "
@@ -119,3 +160,29 @@ def _run_job(job: Job, workspace: Workspace, run_dir: Path, console: Console, ti
         console.detail("training reused from Olive's cache")
     console.detail(f"done in {timings[job.name]:.0f} s")
     return output
+
+
+def tracker_environment(trackers: list[str], run_dir: Path, recipe: str, adapter: str) -> dict[str, str]:
+    """Environment that sends the trainer's TensorBoard and MLflow logs to the run folder."""
+    found = {}
+    if "tensorboard" in trackers:
+        found["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard" / adapter)
+    if "mlflow" in trackers:
+        found["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").as_uri()
+        found["MLFLOW_EXPERIMENT_NAME"] = os.environ.get("MLFLOW_EXPERIMENT_NAME") or recipe
+    return found
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -15,6 +15,9 @@ from olive_flows import metadata
 from olive_flows.recipe.model import Recipe
 from olive_flows.validate.problems import Problem
 
+# Import names of the packages each training tracker can use (any one of them will do).
+TRACKER_PACKAGES = {"tensorboard": ["tensorboard", "tensorboardX"], "mlflow": ["mlflow"]}
+
 
 def cuda_device_count() -> int:
     """Number of CUDA devices the driver reports, asked without importing torch (0 when none)."""
@@ -48,3 +51,11 @@ def environment_problems(recipe: Recipe) -> Iterator[Problem]:
             )
         if method["needs_cuda"] and cuda_device_count() == 0:
             yield recipe.problem(where, f"{adapter['method']} needs a CUDA GPU to train, and this machine has none")
+        for tracker in adapter["training"]["report_to"]:
+            choices = TRACKER_PACKAGES[tracker]
+            if len(missing_packages(choices)) == len(choices):
+                yield recipe.problem(
+                    ("adapters", name, "training", "report_to"),
+                    f"logging to {tracker} needs {' or '.join(choices)}",
+                    f"pip install {choices[0]}",
+                )

@@ -145,7 +145,9 @@ def _to_problems(error: ValidationError, smap: SourceMap, fallback: Location) ->
         return [Problem(where, name, error.schema.get("x-not-message", error.message))]
     if kind in {"minProperties", "minItems"}:
         return [Problem(where, name, f"must not be empty (at least {expected})")]
-    return [Problem(where, name, custom or error.message)]
+    if custom:
+        return [Problem(where, name, f"{custom}; found {_describe(value)}")]
+    return [Problem(where, name, error.message)]
 
 
 def with_defaults(data: Any) -> Any:

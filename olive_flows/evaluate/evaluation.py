@@ -1,0 +1,221 @@
+"""Evaluate a package: did each adapter help, and does the package behave like the trained model?
+
+For the base model and each adapter, on the adapter's held-out rows: the task metrics the recipe
+declares (greedy answers from the exported package), perplexity on the PyTorch model with its
+PEFT adapter and on the package, a parity check between the two, decode speed, and generation
+samples side by side. The result is the content of eval.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olive_flows.data.formats import split_chat
+from olive_flows.evaluate.metrics import score
+from olive_flows.evaluate.perplexity import NLL, PyTorchScorer, examples, onnx_logits, token_nll
+from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX, PackageRuntime
+from olive_flows.evaluate.speed import decode_speed
+from olive_flows.recipe.model import Recipe
+from olive_flows.run.console import Console
+
+SAMPLES_PER_DATASET = 2
+PARITY_ROWS = 3
+TORCH_BATCH = 16
+
+
+@dataclass
+class EvalSubject:
+    """What one evaluation needs besides the package: the held-out rows of each adapter's dataset,
+    the PEFT adapters and the base model for the PyTorch side (optional), and the package's precision."""
+
+    rows: dict[str, list[dict[str, Any]]]  # adapter name -> held-out rows of its dataset
+    dataset_of: dict[str, str]  # adapter name -> dataset name
+    precision: str
+    peft: dict[str, Path] = field(default_factory=dict)
+    model_path: str | None = None
+    trust_remote_code: bool = False
+
+
+def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of a JSON Lines file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]
+
+
+def _task_scores(
+    runtime: PackageRuntime, rows: list[dict], metrics: list[str], adapter: str | None, max_new_tokens: int
+):
+    prompts = [split_chat(row) for row in rows]
+    predictions = [runtime.generate(prompt, adapter, max_new_tokens).strip() for prompt, _ in prompts]
+    references = [reference for _, reference in prompts]
+    return {m: round(score(m, predictions, references), 4) for m in metrics}
+
+
+def _onnx_nll(runtime: PackageRuntime, encoded: list, adapter: str | None) -> NLL:
+    total = NLL()
+    for example in encoded:
+        total = total.add(token_nll(onnx_logits(runtime, example, adapter), example))
+    return total
+
+
+def _torch_nll(scorer: PyTorchScorer, encoded: list, adapter: str | None) -> NLL:
+    total = NLL()
+    ordered = sorted(encoded, key=lambda e: len(e.input_ids))  # similar lengths pad least
+    for start in range(0, len(ordered), TORCH_BATCH):
+        batch = ordered[start : start + TORCH_BATCH]
+        for example, logits in zip(batch, scorer.batch_logits(batch, adapter), strict=True):
+            total = total.add(token_nll(logits, example))
+    return total
+
+
+def _perplexity(onnx: NLL, torch: NLL | None) -> dict[str, float | None]:
+    return {"pytorch": _round(torch.perplexity) if torch else None, "onnx": _round(onnx.perplexity)}
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def evaluate_package(
+    recipe: Recipe, folder: Path, subject: EvalSubject, runtime: PackageRuntime, console: Console
+) -> dict[str, Any]:
+    """Everything eval.json holds for the package in ``folder``."""
+    from transformers import AutoTokenizer
+
+    settings = recipe.data["evaluation"]
+    adapters = [a for a in runtime.adapter_names if a in subject.rows]
+    scorer = None
+    if settings["pytorch"] and subject.model_path and all(a in subject.peft for a in adapters):
+        console.detail("loading the PyTorch model and PEFT adapters for perplexity and parity")
+        scorer = PyTorchScorer(subject.model_path, {a: subject.peft[a] for a in adapters}, subject.trust_remote_code)
+    tokenizer = scorer.tokenizer if scorer else AutoTokenizer.from_pretrained(folder)
+
+    def onnx(example, adapter):
+        return onnx_logits(runtime, example, adapter)
+
+    result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
+    base_metrics: dict[str, dict[str, float]] = {}
+    base_total, base_torch_total = NLL(), NLL()
+    parity_rows: list[dict[str, Any]] = []
+    for adapter in adapters:
+        training = recipe.adapters[adapter]["training"]
+        dataset = subject.dataset_of[adapter]
+        rows = subject.rows[adapter]
+        metrics = settings["metrics"].get(dataset, [])
+        entry: dict[str, Any] = {"dataset": dataset, "rows": len(rows), "metrics": {}}
+        if metrics:
+            if dataset not in base_metrics:
+                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings["max_new_tokens"])
+            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings["max_new_tokens"])
+            result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
+        encoded = examples(tokenizer, rows, training["max_seq_len"], training["loss_on"])
+        tuned_onnx, base_onnx = _onnx_nll(runtime, encoded, adapter), _onnx_nll(runtime, encoded, None)
+        tuned_torch = _torch_nll(scorer, encoded, adapter) if scorer else None
+        base_torch = _torch_nll(scorer, encoded, None) if scorer else None
+        entry["perplexity"] = _perplexity(tuned_onnx, tuned_torch)
+        result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base_onnx, base_torch)
+        base_total = base_total.add(base_onnx)
+        if base_torch:
+            base_torch_total = base_torch_total.add(base_torch)
+        if scorer:
+            parity_rows += _parity_rows(scorer, onnx, encoded[:PARITY_ROWS], adapter)
+        result["adapters"][adapter] = entry
+    result["base"]["perplexity"] = _perplexity(base_total, base_torch_total if scorer else None)
+    if scorer:
+        parity_rows += _parity_rows(scorer, onnx, examples(tokenizer, _first_rows(subject, adapters), 512, "all"), None)
+    result["parity"] = _parity(result, subject.precision, parity_rows, settings["parity"])
+
+    prompt = [{"role": "user", "content": settings["smoke_prompt"]}]
+    for adapter in [None, *adapters]:
+        speed = decode_speed(runtime, prompt, adapter, settings["decode_tokens"], repeats=3)
+        target = result["base"] if adapter is None else result["adapters"][adapter]
+        target["decode_tokens_per_s"] = speed["tokens_per_s"]
+        target["time_to_first_token_s"] = speed["time_to_first_token_s"]
+    result["samples"] = _samples(runtime, subject, adapters, settings)
+    result["sizes_mb"] = _sizes(folder)
+    return result
+
+
+def _first_rows(subject: EvalSubject, adapters: list[str]) -> list[dict[str, Any]]:
+    return [subject.rows[a][0] for a in adapters if subject.rows[a]][:PARITY_ROWS]
+
+
+def _parity_rows(scorer: PyTorchScorer, onnx, encoded, adapter: str | None) -> list[dict[str, Any]]:
+    found = []
+    for example in encoded:
+        diff = float(np.abs(scorer.logits(example, adapter) - onnx(example, adapter)).max())
+        found.append({"adapter": adapter or "base", "tokens": len(example.input_ids), "max_abs_logit_diff": diff})
+    return found
+
+
+def _parity(
+    result: dict[str, Any], precision: str, rows: list[dict[str, Any]], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """fp32: the logits must match PyTorch's within a tolerance. Other precisions: each perplexity
+    must stay within a relative bound of PyTorch's."""
+    if not rows:
+        return {"checked": False, "reason": "no PyTorch side (evaluation.pytorch is off, or PEFT adapters are missing)"}
+    if precision == "fp32":
+        worst = max(r["max_abs_logit_diff"] for r in rows)
+        tolerance = settings["fp32_logit_tolerance"]
+        return {
+            "checked": True,
+            "kind": "logits",
+            "max_abs_logit_diff": worst,
+            "tolerance": tolerance,
+            "ok": worst <= tolerance,
+        }
+    ratios = {"base": result["base"]["perplexity"]}
+    ratios.update({name: entry["perplexity"] for name, entry in result["adapters"].items()})
+    relative = {name: abs(p["onnx"] / p["pytorch"] - 1) for name, p in ratios.items() if p["pytorch"] and p["onnx"]}
+    bound = settings["perplexity_bound"]
+    return {
+        "checked": True,
+        "kind": "perplexity",
+        "relative_difference": {name: round(value, 4) for name, value in relative.items()},
+        "bound": bound,
+        "ok": all(value <= bound for value in relative.values()),
+        "max_abs_logit_diff": max(r["max_abs_logit_diff"] for r in rows),
+    }
+
+
+def _samples(
+    runtime: PackageRuntime, subject: EvalSubject, adapters: list[str], settings: dict[str, Any]
+) -> list[dict[str, str]]:
+    prompts = [[{"role": "user", "content": p}] for p in settings["prompts"]]
+    if not prompts:
+        seen = set()
+        for adapter in adapters:
+            dataset = subject.dataset_of[adapter]
+            chat_rows = [row for row in subject.rows[adapter][:SAMPLES_PER_DATASET] if "messages" in row]
+            if dataset not in seen:  # text datasets have no prompts to sample
+                seen.add(dataset)
+                prompts += [split_chat(row)[0] for row in chat_rows]
+    samples = []
+    for messages in prompts:
+        sample = {
+            "prompt": messages[-1]["content"],
+            "base": runtime.generate(messages, None, settings["max_new_tokens"]).strip(),
+        }
+        for adapter in adapters:
+            sample[adapter] = runtime.generate(messages, adapter, settings["max_new_tokens"]).strip()
+        samples.append(sample)
+    return samples
+
+
+def _sizes(folder: Path) -> dict[str, Any]:
+    base = sum(
+        p.stat().st_size
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx.data"))
+    )
+    adapters = {
+        p.name.removesuffix(ADAPTER_SUFFIX): round(p.stat().st_size / 1e6, 2)
+        for p in sorted((folder / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}"))
+    }
+    return {"base_model": round(base / 1e6, 2), "adapters": adapters}

@@ -1,0 +1,184 @@
+"""report.md and a self-contained report.html for a package, from eval.json and the training logs.
+
+report.md links the plots in report/; report.html embeds them, so it can be mailed or attached to
+a ticket on its own. Both show: the metrics of the base model and each adapter, perplexity on the
+PyTorch model and on the package with the parity verdict, decode speed, package and adapter sizes,
+training and held-out loss and the learning rate against step, generation samples side by side,
+the resolved recipe and the versions the package was built with.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PLOTS_DIR = "report"
+
+
+def _plot(history: list[dict[str, Any]], title: str) -> tuple[bytes, bytes]:
+    """PNG bytes of (loss curves, learning-rate schedule) for one adapter's training log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def png(fig) -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return buffer.getvalue()
+
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    held_out = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+    rate = [(e["step"], e["learning_rate"]) for e in history if "learning_rate" in e]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="training loss")
+    if held_out:
+        ax.plot(*zip(*held_out, strict=True), "o-", label="held-out loss")
+    ax.set(
+        xlabel="step",
+        ylabel="loss",
+        title=f"{title}: loss",
+        yscale="log" if train and min(v for _, v in train) > 0 else "linear",
+    )
+    ax.legend()
+    loss_png = png(fig)
+    fig, ax = plt.subplots(figsize=(6, 2.4))
+    if rate:
+        ax.plot(*zip(*rate, strict=True))
+    ax.set(xlabel="step", ylabel="learning rate", title=f"{title}: learning rate")
+    return loss_png, png(fig)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[list[str]]:
+    return [
+        header,
+        *[["" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c)) for c in row] for row in rows],
+    ]
+
+
+def _sections(evaluation: dict[str, Any], manifest: dict[str, Any]) -> list[tuple[str, list[list[str]] | str]]:
+    """Report content as (title, table rows or preformatted text) pairs, shared by Markdown and HTML."""
+    base, adapters = evaluation["base"], evaluation["adapters"]
+    metric_rows = []
+    for name, entry in adapters.items():
+        for metric, value in entry["metrics"].items():
+            metric_rows.append(
+                [name, entry["dataset"], metric, base["metrics"].get(f"{name}/{metric}"), value, entry["rows"]]
+            )
+    ppl_rows = [["base (pooled)", base["perplexity"]["pytorch"], base["perplexity"]["onnx"]]]
+    for name, entry in adapters.items():
+        ppl_rows.append([f"base on {name}'s rows", *base["perplexity_by_adapter"][name].values()])
+        ppl_rows.append([name, entry["perplexity"]["pytorch"], entry["perplexity"]["onnx"]])
+    parity = evaluation["parity"]
+    if not parity["checked"]:
+        verdict = f"not checked: {parity['reason']}"
+    elif parity["kind"] == "logits":
+        verdict = f"largest logit difference {parity['max_abs_logit_diff']:.3g} (tolerance {parity['tolerance']:g}): {'OK' if parity['ok'] else 'BROKEN'}"
+    else:
+        worst = max(parity["relative_difference"].values(), default=0)
+        verdict = f"largest perplexity difference {worst:.2%} (bound {parity['bound']:.0%}): {'OK' if parity['ok'] else 'BROKEN'}"
+    speed_rows = [["base", base["decode_tokens_per_s"], base["time_to_first_token_s"]]]
+    speed_rows += [[n, e["decode_tokens_per_s"], e["time_to_first_token_s"]] for n, e in adapters.items()]
+    sizes = evaluation["sizes_mb"]
+    size_rows = [["base model", sizes["base_model"]], *[[f"adapter {n}", mb] for n, mb in sizes["adapters"].items()]]
+    sample_header = ["prompt", "base", *adapters]
+    sample_rows = [[s.get(k, "") for k in sample_header] for s in evaluation["samples"]]
+    return [
+        (
+            "Task metrics on held-out rows (exported package, greedy decoding)",
+            _table(["adapter", "dataset", "metric", "base", "adapter", "rows"], metric_rows),
+        ),
+        (
+            "Perplexity: PyTorch with the PEFT adapter vs the exported package",
+            _table(["model", "pytorch", "onnx"], ppl_rows),
+        ),
+        ("Parity", verdict),
+        ("Decode speed", _table(["model", "tokens/s", "time to first token (s)"], speed_rows)),
+        ("Size (MB)", _table(["file", "MB"], size_rows)),
+        ("Samples", _table(sample_header, sample_rows)),
+        ("Versions", yaml.safe_dump(manifest.get("versions", {}), sort_keys=True)),
+    ]
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(
+    folder: Path,
+    evaluation: dict[str, Any],
+    manifest: dict[str, Any],
+    histories: dict[str, list[dict]],
+    recipe: dict[str, Any],
+) -> None:
+    """Write report.md, report.html and the plots in report/ into the package ``folder``."""
+    plots_dir = folder / PLOTS_DIR
+    plots_dir.mkdir(exist_ok=True)
+    images: list[tuple[str, str, bytes]] = []  # (caption, file name, png)
+    for adapter, history in histories.items():
+        if history:
+            loss, rate = _plot(history, adapter)
+            images += [(f"{adapter}: training and held-out loss", f"loss-{adapter}.png", loss)]
+            images += [(f"{adapter}: learning rate", f"lr-{adapter}.png", rate)]
+    for _, name, data in images:
+        (plots_dir / name).write_bytes(data)
+
+    title = f"olive-flows report: {manifest['recipe']['name']} / {manifest['target']['name']}"
+    target = manifest["target"]
+    intro = (
+        f"Base model {manifest['base_model']['id']}, {target['precision']} for {target['provider']} "
+        f"(runtime: {target['runtime_package']}); smoke check: {manifest['smoke_check']}."
+    )
+    sections = _sections(evaluation, manifest)
+    recipe_yaml = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+
+    md = [f"# {title}", "", intro, ""]
+    for heading, content in sections:
+        md += [
+            f"## {heading}",
+            "",
+            _markdown_table(content) if isinstance(content, list) else f"```\n{content}\n```",
+            "",
+        ]
+    if images:
+        md += ["## Training", ""] + [f"![{caption}]({PLOTS_DIR}/{name})" for caption, name, _ in images] + [""]
+    md += ["## Resolved recipe", "", f"```yaml\n{recipe_yaml}```", ""]
+    (folder / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    for heading, content in sections:
+        body = _html_table(content) if isinstance(content, list) else f"<pre>{html.escape(content)}</pre>"
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    if images:
+        parts.append("<h2>Training</h2>")
+        for caption, _, data in images:
+            encoded = base64.b64encode(data).decode()
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+            )
+    parts.append(f"<h2>Resolved recipe</h2><pre>{html.escape(recipe_yaml)}</pre>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
+        "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}"
+        "th{background:#f3f3f3}pre{background:#f7f7f7;padding:.75rem;overflow:auto}figure{margin:1rem 0}"
+    )
+    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>{"".join(parts)}</body></html>\n'
+    (folder / "report.html").write_text(page, encoding="utf-8")

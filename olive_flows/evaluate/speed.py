@@ -1,0 +1,42 @@
+"""Decode speed of a package: time to first token and tokens per second, base and each adapter."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+
+def decode_speed(
+    runtime: Any, messages: list[dict[str, str]], adapter: str | None, new_tokens: int, repeats: int
+) -> dict[str, float]:
+    """Median time to first token and decode tokens/s over ``repeats`` runs of exactly ``new_tokens`` tokens.
+
+    The prompt's prefill is timed separately (time to first token); tokens/s covers the tokens after
+    the first, so it measures decoding alone.
+    """
+    og = runtime._og
+    prompt = runtime.prompt_tokens(messages)
+    first, rates = [], []
+    for _ in range(repeats):
+        params = og.GeneratorParams(runtime.model)
+        length = len(prompt) + new_tokens
+        params.set_search_options(max_length=length, min_length=length, do_sample=False)
+        generator = og.Generator(runtime.model, params)
+        if adapter:
+            generator.set_active_adapter(runtime.adapters, adapter)
+        started = time.perf_counter()
+        generator.append_tokens(prompt)
+        generator.generate_next_token()
+        after_first = time.perf_counter()
+        produced = 1
+        while not generator.is_done():
+            generator.generate_next_token()
+            produced += 1
+        finished = time.perf_counter()
+        first.append(after_first - started)
+        rates.append((produced - 1) / (finished - after_first))
+    return {
+        "time_to_first_token_s": round(statistics.median(first), 4),
+        "tokens_per_s": round(statistics.median(rates), 1),
+    }
