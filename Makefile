@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup finetune test test-fast lint validate list docs clean distclean
+.PHONY: setup finetune export test test-fast lint validate list docs clean distclean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 finetune: setup
 	$(BIN)/olive-flows run $(RECIPE) $(ARGS)
+
+# make export RECIPE=quickstart TARGET=dml [PRECISION=int4]: package the trained adapters for one
+# more target (a target of the recipe, or a device name), reusing the training.
+export: setup
+	@test -n "$(TARGET)" || { echo "make export needs TARGET=<target or device>, e.g. TARGET=dml" >&2; exit 2; }
+	$(BIN)/olive-flows export $(RECIPE) --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

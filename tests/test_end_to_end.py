@@ -40,7 +40,7 @@ def first_logits(package, adapter: str | None) -> np.ndarray:
     return np.array(generator.get_logits())
 
 
-@pytest.mark.parametrize("model_type", ["llama", "phi3"])
+@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2"])
 def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
     result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
@@ -175,3 +175,28 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
 
     assert main(["chat", str(package), "--adapter", "dates", "--prompt", "5 March 2021", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys):
+    """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) keeps
+    the LoRA MatMuls float so adapters still switch."""
+    import onnx
+
+    path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
+    assert main(["export", str(path), "--target", "cpu8"]) == 2, "nothing trained yet"
+    assert "not trained yet" in capsys.readouterr().err
+    run_recipe(load_recipe(path), console=Console(io.StringIO()))
+    int4_package = tmp_path / "out" / "tiny" / "cpu"
+    before = sha256_file(int4_package / "model.onnx")
+
+    assert main(["export", str(path), "--target", "cpu", "--precision", "int8"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    assert sha256_file(int4_package / "model.onnx") != before, "the cpu package was rebuilt at int8"
+    graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
+    bits = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+    assert bits == {8}
+    lora = [n for n in graph.node if "lora_" in n.name]
+    assert lora and all(n.op_type == "MatMul" for n in lora), "LoRA MatMuls must stay float"
+    manifest = json.loads((int4_package / "manifest.json").read_text())
+    assert manifest["target"]["precision"] == "int8" and manifest["smoke_check"] == "passed"

@@ -16,6 +16,7 @@ from olive_flows.cli import (
     compile_cmd,
     data_cmd,
     eval_cmd,
+    export_cmd,
     list_cmd,
     new_cmd,
     run_cmd,
@@ -24,7 +25,18 @@ from olive_flows.cli import (
 )
 from olive_flows.validate.problems import UserError
 
-SUBCOMMANDS = (run_cmd, validate_cmd, show_cmd, compile_cmd, list_cmd, new_cmd, data_cmd, eval_cmd, chat_cmd)
+SUBCOMMANDS = (
+    run_cmd,
+    export_cmd,
+    validate_cmd,
+    show_cmd,
+    compile_cmd,
+    list_cmd,
+    new_cmd,
+    data_cmd,
+    eval_cmd,
+    chat_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

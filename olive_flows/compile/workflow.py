@@ -1,6 +1,7 @@
 """Compile a recipe into Olive workflow configs: one per (target, adapter).
 
-Each workflow is train (LoRA pass) -> ModelBuilder for the target -> ExtractAdapters. Olive caches
+Each workflow is train (LoRA pass) -> ModelBuilder for the target [-> quantization, for precisions
+ModelBuilder cannot produce] -> ExtractAdapters. Olive caches
 every pass by its config and input, so the training pass of an adapter runs once even when several
 targets export it, and an unchanged re-run only copies cached results.
 """
@@ -22,7 +23,7 @@ from olive_flows.recipe.model import Recipe
 from olive_flows.validate.rules import effective_target_modules
 from olive_flows.workspace import Workspace
 
-TRAIN, BUILD, EXTRACT = "train", "build", "extract"
+TRAIN, BUILD, QUANTIZE, EXTRACT = "train", "build", "quantize", "extract"
 TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
 EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training
 
@@ -150,19 +151,27 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict 
     return train, data_configs
 
 
-def _build_pass(target: dict[str, Any], modules: list[str], num_layers: int) -> dict[str, Any]:
-    build: dict[str, Any] = {"type": "ModelBuilder", "precision": target["precision"]}
-    if target["precision"] == "int4":
+def _export_passes(target: dict[str, Any], modules: list[str], num_layers: int) -> dict[str, dict[str, Any]]:
+    """ModelBuilder at the target's precision, or at a build precision followed by a quantization pass
+    for precisions ModelBuilder cannot produce (metadata/targets.json: precision_passes). LoRA MatMuls
+    stay out of every quantization."""
+    chain = metadata.load("targets")["precision_passes"].get(target["precision"])
+    precision = chain["build_precision"] if chain else target["precision"]
+    lora_nodes = lora_node_names(modules, num_layers)
+    build: dict[str, Any] = {"type": "ModelBuilder", "precision": precision}
+    if precision == "int4":
         options = target["int4"]
         build.update(
             int4_block_size=options["block_size"],
             int4_accuracy_level=options["accuracy_level"],
             int4_is_symmetric=options["symmetric"],
             int4_algo_config=options["algorithm"],
+            int4_nodes_to_exclude=lora_nodes,
         )
-    if target["precision"] in {"int4", "int8"}:
-        build["int4_nodes_to_exclude"] = lora_node_names(modules, num_layers)
-    return build
+    passes = {BUILD: build}
+    if chain:
+        passes[QUANTIZE] = {**chain["quantize"], "nodes_to_exclude": [*chain["keep_float"], *lora_nodes]}
+    return passes
 
 
 def _system(device: str, provider: str) -> dict[str, Any]:
@@ -197,7 +206,7 @@ def compile_recipe(
                 "data_configs": data_configs,
                 "passes": {
                     TRAIN: train,
-                    BUILD: _build_pass(target, train["target_modules"], facts["num_hidden_layers"]),
+                    **_export_passes(target, train["target_modules"], facts["num_hidden_layers"]),
                     EXTRACT: {"type": "ExtractAdapters"},
                 },
                 "evaluate_input_model": False,

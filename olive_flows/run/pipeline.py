@@ -130,12 +130,11 @@ def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings:
     from olive_flows.run.olive import run_workflow
     from olive_flows.run.training_log import record_training
 
-    passes = job.config["passes"]
-    train, build = passes["train"], passes["build"]
-    provider = job.config["systems"]["target"]["accelerators"][0]["execution_providers"][0]
+    train = job.config["passes"]["train"]
+    target = recipe.targets[job.target]
     console.say(
         f"{job.name}: {train['type']} r={train['r']} on {','.join(train['target_modules'])}, "
-        f"then {build['precision']} export for {provider}"
+        f"then {target['precision']} export for {provider_of(target)}"
     )
     (run_dir / "olive").mkdir(exist_ok=True)
     (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())

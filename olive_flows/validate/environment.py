@@ -46,16 +46,24 @@ def environment_problems(recipe: Recipe) -> Iterator[Problem]:
         where = ("adapters", name, "method")
         missing = missing_packages(method["packages"])
         if missing:
-            yield recipe.problem(
-                where, f"{adapter['method']} needs {', '.join(missing)}", f"pip install {' '.join(missing)}"
+            install = (
+                f"pip install 'olive-flows[{method['extra']}]'"
+                if method["extra"]
+                else f"pip install {' '.join(missing)}"
             )
+            yield recipe.problem(where, f"{adapter['method']} needs {', '.join(missing)}", install)
         if method["needs_cuda"] and cuda_device_count() == 0:
             yield recipe.problem(where, f"{adapter['method']} needs a CUDA GPU to train, and this machine has none")
-        for tracker in adapter["training"]["report_to"]:
-            choices = TRACKER_PACKAGES[tracker]
-            if len(missing_packages(choices)) == len(choices):
-                yield recipe.problem(
-                    ("adapters", name, "training", "report_to"),
-                    f"logging to {tracker} needs {' or '.join(choices)}",
-                    f"pip install {choices[0]}",
-                )
+        yield from _tracker_problems(recipe, name, adapter)
+
+
+def _tracker_problems(recipe: Recipe, name: str, adapter: dict) -> Iterator[Problem]:
+    """The training trackers the adapter logs to are installed."""
+    for tracker in adapter["training"]["report_to"]:
+        choices = TRACKER_PACKAGES[tracker]
+        if len(missing_packages(choices)) == len(choices):
+            yield recipe.problem(
+                ("adapters", name, "training", "report_to"),
+                f"logging to {tracker} needs {' or '.join(choices)}",
+                "pip install 'olive-flows[tracking]'",
+            )

@@ -247,8 +247,13 @@ def target_has_export_path(recipe: Recipe) -> Iterator[Problem]:
     """olive-flows has a pass chain for the target's provider."""
     for name, target in recipe.targets.items():
         provider = _provider(target)
-        if provider and metadata.target_profile(provider)["export"] is None:
-            yield recipe.problem(("targets", name, "device"), f"olive-flows cannot export for {provider} yet")
+        profile = metadata.target_profile(provider) if provider else None
+        if profile and profile["export"] is None:
+            yield recipe.problem(
+                ("targets", name, "provider" if target["provider"] else "device"),
+                f"olive-flows cannot export for {provider} yet: {profile['export_blocker']}",
+                "export for cpu, gpu (CUDA or WebGPU) or dml instead",
+            )
 
 
 @rule

@@ -1,0 +1,95 @@
+"""Target profiles against Olive itself and Olive's own recipes; every built-in recipe compiles for
+every target it lists; targets olive-flows cannot export for are refused before any training."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write_recipe
+
+from olive_flows import metadata
+from olive_flows.compile.plan import plan_recipe
+from olive_flows.compile.workflow import provider_of
+from olive_flows.recipe.catalog import builtin_recipes
+from olive_flows.recipe.load import load_recipe
+from olive_flows.run.console import Console
+from olive_flows.validate.environment import environment_problems
+from olive_flows.validate.problems import UserError
+
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "olive_recipes.json").read_text())
+PROFILES = metadata.load("targets")["profiles"]
+
+
+@pytest.mark.parametrize("provider", sorted(PROFILES))
+def test_profile_matches_what_olive_supports(provider):
+    from olive.hardware.constants import DEVICE_TO_EXECUTION_PROVIDERS
+    from olive.passes.onnx.model_builder import ModelBuilder
+
+    profile = PROFILES[provider]
+    assert provider in {ep.value for ep in DEVICE_TO_EXECUTION_PROVIDERS[profile["olive_device"]]}
+    if profile["export"] == "model_builder":
+        # ModelBuilder falls back to a CPU model for a provider it does not know, silently.
+        assert provider in {ep.value for ep in ModelBuilder.EP_MAP}
+    else:
+        assert profile["export"] is None and profile["export_blocker"]
+    assert profile["adapters_at_runtime"] or profile["adapter_limitation"]
+
+
+@pytest.mark.parametrize("name", sorted(builtin_recipes()))
+def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
+    recipe = load_recipe(name, [f"output.dir={tmp_path}"])
+    plan = plan_recipe(recipe, Console(io.StringIO()))
+    assert {job.target for job in plan.jobs} == set(recipe.targets)
+    for job in plan.jobs:
+        target = recipe.targets[job.target]
+        provider = provider_of(target)
+        accelerator = job.config["systems"]["target"]["accelerators"][0]
+        assert accelerator == {"device": PROFILES[provider]["olive_device"], "execution_providers": [provider]}
+        chain = [p["type"] for p in job.config["passes"].values()]
+        method_pass = metadata.load("methods")[recipe.adapters[job.adapter]["method"]]["olive_pass"]
+        assert chain[0] == method_pass and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
+        reference = REFERENCE.get(provider)
+        if reference:
+            assert accelerator["device"] == reference["device"], reference["source"]
+            assert _steps(chain, reference["chain"]) == _steps(reference["chain"], chain), reference["source"]
+            if method_pass == "QLoRA":
+                assert job.config["passes"]["train"]["torch_dtype"] == reference["train_dtype"], reference["source"]
+
+
+TRAINING = {"LoRA", "QLoRA", "DoRA"}
+
+
+def _steps(chain: list[str], other: list[str]) -> list[str]:
+    """``chain`` with training passes named "train", keeping only the steps ``other`` has too."""
+    named = ["train" if t in TRAINING else t for t in chain]
+    present = {"train" if t in TRAINING else t for t in other}
+    return [t for t in named if t in present]
+
+
+@pytest.mark.parametrize(
+    ("provider", "blocker"),
+    [
+        ("QNNExecutionProvider", "context binaries"),
+        ("OpenVINOExecutionProvider", "merged into the weights"),
+        ("VitisAIExecutionProvider", "Quark"),
+    ],
+)
+def test_npu_targets_without_an_export_path_are_refused_with_the_reason(provider, blocker, tmp_path):
+    from conftest import tiny_recipe
+
+    recipe = tiny_recipe(Path("model"), tmp_path / "out", npu={"device": "npu", "provider": provider})
+    with pytest.raises(UserError) as error:
+        load_recipe(write_recipe(tmp_path, recipe))
+    text = error.value.text
+    assert f"targets.npu.provider: olive-flows cannot export for {provider} yet" in text and blocker in text
+
+
+def test_qlora_without_cuda_names_the_extra_and_the_gpu():
+    messages = [p.format() for p in environment_problems(load_recipe("phi-qlora"))]
+    if not any("needs a CUDA GPU" in m for m in messages):
+        pytest.skip("this machine has a CUDA GPU")
+    missing_bnb = [m for m in messages if "needs bitsandbytes" in m]
+    assert all(m.endswith("pip install 'olive-flows[cuda]'") for m in missing_bnb)
