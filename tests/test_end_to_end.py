@@ -185,9 +185,18 @@ def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys)
     path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
     assert main(["export", str(path), "--target", "cpu8"]) == 2, "nothing trained yet"
     assert "not trained yet" in capsys.readouterr().err
-    run_recipe(load_recipe(path), console=Console(io.StringIO()))
+    first = run_recipe(load_recipe(path), console=Console(io.StringIO()))
     int4_package = tmp_path / "out" / "tiny" / "cpu"
     before = sha256_file(int4_package / "model.onnx")
+
+    log = io.StringIO()
+    again = run_recipe(load_recipe(path), console=Console(log))
+    assert "package cpu: up to date" in log.getvalue(), "an unchanged re-run neither rebuilds nor re-evaluates"
+    assert again.scores == first.scores
+    (int4_package / "adapters" / "dates.onnx_adapter").write_bytes(b"tampered")
+    log = io.StringIO()
+    run_recipe(load_recipe(path), console=Console(log))
+    assert "up to date" not in log.getvalue(), "a damaged package is rebuilt"
 
     assert main(["export", str(path), "--target", "cpu", "--precision", "int8"]) == 0
     out = capsys.readouterr().out

@@ -18,7 +18,16 @@ from olive_flows.files import replace_dir, staging_dir, write_json
 from olive_flows.models.resolve import ModelRef
 from olive_flows.package import graph
 from olive_flows.package.assemble import PackageError, assemble
-from olive_flows.package.manifest import FORMAT, MANIFEST, RESOLVED_RECIPE, file_table, recipe_hash, versions
+from olive_flows.package.manifest import (
+    FORMAT,
+    MANIFEST,
+    RESOLVED_RECIPE,
+    file_table,
+    inputs_fingerprint,
+    recipe_hash,
+    up_to_date,
+    versions,
+)
 from olive_flows.recipe.model import Recipe
 from olive_flows.workspace import Workspace
 
@@ -35,12 +44,17 @@ def build_package(
     ref: ModelRef,
     workspace: Workspace,
     check: PackageCheck,
-) -> tuple[Path, dict[str, Any]]:
-    """Build the package of ``target`` from each adapter's (job, Olive output folder); return it and its scores."""
+) -> tuple[Path, dict[str, Any] | None]:
+    """Build the package of ``target`` from each adapter's (job, Olive output folder); return it and
+    its scores, or None for the scores when the package on disk was built from the same inputs and
+    is intact (nothing is rebuilt or re-evaluated then)."""
     spec = recipe.targets[target]
     provider = provider_of(spec)
     profile = metadata.target_profile(provider)
     final = workspace.package(target)
+    fingerprint = inputs_fingerprint(recipe_hash(recipe.data), target, {n: f for n, (_, f) in outputs.items()})
+    if up_to_date(final, fingerprint):
+        return final, None
     staging = staging_dir(final)
     try:
         assemble({name: folder for name, (_, folder) in outputs.items()}, staging)
@@ -53,6 +67,7 @@ def build_package(
         manifest = {
             "format": FORMAT,
             "recipe": {"name": recipe.name, "sha256": recipe_hash(recipe.data), "source": recipe.source},
+            "inputs_sha256": fingerprint,
             "base_model": {"id": ref.id, "kind": ref.kind, "revision": ref.revision, "path": ref.path},
             "target": {
                 "name": target,

@@ -39,3 +39,27 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != MANIFEST
     }
+
+
+# Olive writes these with timestamps and run ids; they say nothing about the model.
+RUN_RECORDS = {"footprint.json", "output_footprint.json", "run_history.txt"}
+
+
+def inputs_fingerprint(recipe_sha256: str, target: str, job_outputs: dict[str, Path]) -> str:
+    """sha256 of everything a package is built from: the resolved recipe, the target, the versions
+    and the content of each adapter's Olive output. Equal fingerprints build equal packages."""
+    digest = hashlib.sha256(json.dumps([FORMAT, recipe_sha256, target, versions()], sort_keys=True).encode())
+    for adapter, folder in sorted(job_outputs.items()):
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.name not in RUN_RECORDS:
+                digest.update(f"{adapter}/{path.name}:{sha256_file(path)}".encode())
+    return digest.hexdigest()
+
+
+def up_to_date(package: Path, fingerprint: str) -> bool:
+    """Whether ``package`` was built from inputs with ``fingerprint`` and its files are intact."""
+    try:
+        manifest = json.loads((package / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("inputs_sha256") == fingerprint and manifest.get("files") == file_table(package)

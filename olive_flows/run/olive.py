@@ -63,9 +63,29 @@ class _PassWatcher(logging.Handler):
             self.reasons.append(record.getMessage())
 
 
+def telemetry_off() -> None:
+    """Turn Olive's telemetry off before it sends anything.
+
+    Olive 0.13 queues a heartbeat event before it reads OLIVE_DISABLE_TELEMETRY, so the event
+    would still be sent at exit (and offline the process waits about 10 s trying). Creating its
+    telemetry singleton once with the heartbeat suppressed leaves it disabled and empty.
+    """
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    from olive.telemetry.telemetry import Telemetry
+
+    if Telemetry._instance is not None:
+        return
+    heartbeat = Telemetry._log_heartbeat
+    Telemetry._log_heartbeat = lambda self, *args, **kwargs: None
+    try:
+        Telemetry()
+    finally:
+        Telemetry._log_heartbeat = heartbeat
+
+
 def run_workflow(job_name: str, config: dict[str, Any], log_path: Path) -> Path:
     """Run ``config`` with Olive and return the folder holding the output model."""
-    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    telemetry_off()
     from olive.workflows import run as olive_run
 
     watcher = _PassWatcher()

@@ -8,6 +8,7 @@ folder and only then moved into place, so a failed run never leaves a broken pac
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -118,6 +119,10 @@ def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None
             log=run_dir / "logs" / f"eval-{target}.log",
         )
         package, scores = build_package(recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check)
+        if scores is None:
+            console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
+            eval_file = package / "eval.json"
+            scores = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
         console.say(
             f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters); report: {display_path(package / 'report.html')}"
         )
