@@ -8,16 +8,27 @@
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
     <output.dir>/<recipe>/_work/compiled/    the Olive configs `run` executes
     <output.dir>/<recipe>/_work/runs/<id>/   one folder per run: logs, configs, timings
+    <output.dir>/<recipe>/_work/run.lock     held by the run in progress
 
 Recipe, target and adapter names cannot start with '_', so no target folder can clash with these.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from olive_flows.recipe.model import Recipe
+
+
+class RunInProgress(Exception):
+    """Another process is running the same recipe into the same output folder."""
+
+    exit_code = 6
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,26 @@ class Workspace:
     @property
     def work(self) -> Path:
         return self.root / "_work"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the recipe's run lock for the block: two runs writing the same packages, caches and
+        job folders at once would corrupt each other. The OS releases it if the process dies."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.work / "run.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunInProgress(
+                    f"{self.root} is in use by a run in progress (pid {holder}); wait for it or stop it"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
 
     @property
     def data(self) -> Path:

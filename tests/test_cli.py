@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 from conftest import REPO
 
 from olive_flows.cli.main import main
+from olive_flows.recipe.load import load_recipe
 
 
 def olive_flows(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -87,3 +89,15 @@ def test_readme_field_reference_is_generated_from_the_schema():
         [sys.executable, str(REPO / "scripts" / "schema_docs.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_second_run_of_the_same_recipe_waits_its_turn(tmp_path, capsys):
+    """While one run holds a recipe's output folder, another run of it stops at once (exit 6)."""
+    from olive_flows.workspace import Workspace
+
+    recipe = load_recipe("quickstart", [f"output.dir={tmp_path}"])
+    with Workspace.of(recipe).locked():
+        assert main(["run", "quickstart", f"output.dir={tmp_path}"]) == 6
+    err = capsys.readouterr().err
+    assert "is in use by a run in progress" in err and f"pid {os.getpid()}" in err
+    assert not (tmp_path / "quickstart" / "cpu").exists()

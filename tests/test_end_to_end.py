@@ -176,6 +176,17 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     assert main(["chat", str(package), "--adapter", "dates", "--prompt", "5 March 2021", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.strip()
 
+    assert main(["verify", str(package)]) == 0
+    assert ": OK" in capsys.readouterr().out
+    adapter = package / "adapters" / "dates.onnx_adapter"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    (package / "tokenizer.json").unlink()
+    (package / "extra.bin").write_bytes(b"x")
+    assert main(["verify", str(package)]) == 5
+    out = capsys.readouterr().out
+    assert "adapters/dates.onnx_adapter: size 100 bytes" in out and "tokenizer.json: missing" in out
+    assert "extra.bin: not in the manifest" in out
+
 
 def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys):
     """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) keeps
@@ -209,3 +220,42 @@ def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys)
     assert lora and all(n.op_type == "MatMul" for n in lora), "LoRA MatMuls must stay float"
     manifest = json.loads((int4_package / "manifest.json").read_text())
     assert manifest["target"]["precision"] == "int8" and manifest["smoke_check"] == "passed"
+
+
+def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
+    """Kill a real run while the second adapter trains; the next run reuses the first adapter's
+    training and export from Olive's cache, cleans the dead run's leftovers and delivers the package."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    dates = recipe["adapters"]["dates"]
+    dates["training"] = {**dates["training"], "max_steps": 400}  # long enough to be killed mid-training
+    path = write_recipe(tmp_path, recipe)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "olive_flows", "run", str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    for line in run.stdout:
+        if "cpu/dates:" in line:
+            break
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    (tmp_path / "out" / "tiny" / ".cpu.staging-1").mkdir()  # as a run killed while packaging leaves it
+
+    dates["training"] = {**dates["training"], "max_steps": 3}
+    path = write_recipe(tmp_path, recipe)
+    log = io.StringIO()
+    result = run_recipe(load_recipe(path), console=Console(log))
+    contacts = log.getvalue().split("cpu/contacts:")[1].split("cpu/dates:")[0]
+    assert "training reused from Olive's cache" in contacts, "the finished adapter is not trained again"
+    assert (result.packages["cpu"] / "manifest.json").is_file()
+    assert not list((tmp_path / "out" / "tiny").glob(".cpu.staging-*"))

@@ -138,3 +138,13 @@ def test_yaml_syntax_error_has_a_location(tmp_path):
 def test_builtin_recipes_validate():
     for name in ("quickstart", "phi-lora"):
         assert load_recipe(name).name == name
+
+
+def test_remote_code_is_never_silent():
+    quiet = load_recipe("quickstart")
+    assert not any("trust_remote_code" in w.format() for w in quiet.warnings)
+    loud = load_recipe("quickstart", ["model.trust_remote_code=true"])
+    assert any(
+        "Python code shipped with builtin:smollm2-135m-instruct will run on this machine" in w.format()
+        for w in loud.warnings
+    )

@@ -22,6 +22,7 @@ from olive_flows.cli import (
     run_cmd,
     show_cmd,
     validate_cmd,
+    verify_cmd,
 )
 from olive_flows.validate.problems import UserError
 
@@ -36,6 +37,7 @@ SUBCOMMANDS = (
     data_cmd,
     eval_cmd,
     chat_cmd,
+    verify_cmd,
 )
 
 

@@ -95,9 +95,9 @@ def row_errors(row: Any, fmt: str | None, template: dict[str, str] | None = None
         return [f"expected a JSON object, found {type(row).__name__}"]
     if template:
         missing = sorted(template_fields(template) - set(row))
-        return [f"column '{m}' used by the template is missing (columns: {', '.join(row)})" for m in missing]
+        return [f"column '{m}' used by the template is missing (columns: {', '.join(map(str, row))})" for m in missing]
     if fmt is None:
-        return [f"cannot tell the format from its keys ({', '.join(row) or 'none'}); set format or template"]
+        return [f"cannot tell the format from its keys ({', '.join(map(str, row)) or 'none'}); set format or template"]
     return ROW_CHECKS[fmt](row)
 
 

@@ -22,11 +22,8 @@ from olive_flows.validate.problems import UserError
 COMPLETE_MARKER = "olive-flows-builtin.json"
 
 
-def materialize(name: str) -> Path:
-    """Return the folder of ``builtin:<name>``, creating it on first use."""
-    folder = builtin_folder(name)
-    if (folder / COMPLETE_MARKER).is_file():
-        return folder
+def gguf_file(name: str) -> Path:
+    """The GGUF file ``builtin:<name>`` is made from, inside its installed package."""
     entry = metadata.builtin_model(name)
     spec = importlib.util.find_spec(entry["module"])
     if spec is None or not spec.submodule_search_locations:
@@ -34,6 +31,16 @@ def materialize(name: str) -> Path:
     gguf = Path(next(iter(spec.submodule_search_locations))) / entry["gguf_file"]
     if not gguf.is_file():
         raise UserError(f"{gguf} is missing; reinstall with: {entry['install']}")
+    return gguf
+
+
+def materialize(name: str) -> Path:
+    """Return the folder of ``builtin:<name>``, creating it on first use."""
+    folder = builtin_folder(name)
+    if (folder / COMPLETE_MARKER).is_file():
+        return folder
+    entry = metadata.builtin_model(name)
+    gguf = gguf_file(name)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

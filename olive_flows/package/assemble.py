@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -44,9 +45,25 @@ def base_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in BASE_FILE_PATTERNS))
 
 
-def _digest(path: Path) -> str:
+# Loading options transformers writes into tokenizer_config.json when it saves a tokenizer; they
+# record how the training process loaded it (online or offline), not the tokenizer.
+LOAD_OPTIONS = ("local_files_only",)
+
+
+def _content(path: Path) -> bytes:
+    """What the package gets for ``path``: the shared graph of a model, a tokenizer config without
+    loading options, any other file as it is."""
     if path.name.endswith(".onnx"):
-        return hashlib.sha256(shared_graph(path)).hexdigest()
+        return shared_graph(path)
+    if path.name == "tokenizer_config.json":
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return (json.dumps({k: v for k, v in config.items() if k not in LOAD_OPTIONS}, indent=2) + "\n").encode()
+    return path.read_bytes()
+
+
+def _digest(path: Path) -> str:
+    if path.name.endswith(".onnx") or path.name == "tokenizer_config.json":
+        return hashlib.sha256(_content(path)).hexdigest()
     return sha256_file(path)
 
 
@@ -69,8 +86,8 @@ def assemble(outputs: dict[str, Path], staging: Path) -> None:
                 )
     staging.mkdir(parents=True)
     for f in files:
-        if f.endswith(".onnx"):
-            (staging / f).write_bytes(shared_graph(first / f))
+        if f.endswith(".onnx") or f == "tokenizer_config.json":
+            (staging / f).write_bytes(_content(first / f))
         else:
             shutil.copy2(first / f, staging / f)
     (staging / ADAPTER_DIR).mkdir()

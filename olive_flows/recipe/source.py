@@ -58,7 +58,13 @@ def parse_yaml(text: str, source: str) -> tuple[Any, SourceMap]:
 
     Raises UserError for syntax errors, duplicate keys and non-string keys, all at once.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, found before parsing
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"invalid YAML: character {exc.character:#06x} is not allowed in YAML"
+        raise UserError([Problem(Location(source, line, column), "", message)]) from None
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -72,6 +78,11 @@ def parse_yaml(text: str, source: str) -> tuple[Any, SourceMap]:
         smap = SourceMap()
         problems: list[Problem] = []
         data = _build(loader, node, (), smap, problems, source) if node is not None else None
+    except yaml.YAMLError as exc:  # e.g. a tag safe loading refuses: !!python/object, unknown tags
+        mark = getattr(exc, "problem_mark", None)
+        raise UserError(
+            [Problem(_location(source, mark), "", f"invalid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from None
     finally:
         loader.dispose()
     if problems:

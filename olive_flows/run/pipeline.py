@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,13 @@ def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None
         console.say(warning.format())
     configure_environment(offline or not needs_hub(recipe))
     workspace = Workspace.of(recipe)
+    with workspace.locked():
+        return _run(recipe, workspace, console)
+
+
+def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
+    for stale in workspace.root.glob(".*.staging-*"):  # left by a run that was killed (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     run_dir = workspace.runs / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.resolved.json", recipe.data)

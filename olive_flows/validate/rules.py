@@ -284,3 +284,13 @@ def evaluation_metrics_name_datasets(recipe: Recipe) -> Iterator[Problem]:
             yield recipe.problem(where, *_unknown("dataset", dataset, recipe.datasets), key=True)
         elif recipe.datasets[dataset]["format"] == "text":
             yield recipe.problem(where, "task metrics need prompt and answer rows; a text dataset has none", key=True)
+
+
+@rule
+def remote_code_is_announced(recipe: Recipe) -> Iterator[Problem]:
+    """trust_remote_code runs Python code shipped with the model; say so every time it is on."""
+    if recipe.data["model"]["trust_remote_code"]:
+        yield recipe.warning(
+            ("model", "trust_remote_code"),
+            f"the Python code shipped with {recipe.data['model']['id']} will run on this machine (trust_remote_code)",
+        )

@@ -1,0 +1,128 @@
+"""Decode speed of a package against PyTorch fp32 eager + PEFT and llama.cpp, on the same prompt.
+
+Every engine generates exactly ``new_tokens`` tokens greedily after the same chat prompt; time to
+first token covers the prompt's prefill, tokens/s the tokens after the first. Also the memory
+bandwidth bound: bytes of weights read per token over a measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from olive_flows.evaluate.runtime import PackageRuntime
+from olive_flows.evaluate.speed import decode_speed
+
+
+def package_speed(package: Path, prompt: list[dict], new_tokens: int, repeats: int) -> dict[str, dict[str, float]]:
+    """The package with no adapter and with each adapter."""
+    runtime = PackageRuntime(package)
+    return {
+        adapter or "base": decode_speed(runtime, prompt, adapter, new_tokens, repeats)
+        for adapter in [None, *runtime.adapter_names]
+    }
+
+
+def pytorch_speed(
+    model_path: str, adapter_dir: Path | None, prompt: list[dict], new_tokens: int, repeats: int
+) -> dict[str, float]:
+    """PyTorch fp32 eager with the PEFT adapter loaded (as a user of transformers + peft runs it)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if adapter_dir:
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+
+    def timed(tokens: int) -> float:
+        started = time.perf_counter()
+        with torch.no_grad():
+            model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        return time.perf_counter() - started
+
+    timed(2)  # warm-up
+    first = [timed(1) for _ in range(repeats)]
+    whole = [timed(new_tokens) for _ in range(repeats)]
+    ttft = statistics.median(first)
+    return {
+        "time_to_first_token_s": round(ttft, 4),
+        "tokens_per_s": round((new_tokens - 1) / (statistics.median(whole) - ttft), 1),
+    }
+
+
+def llamacpp_speed(gguf: Path, prompt: list[dict], new_tokens: int, repeats: int, threads: int) -> dict[str, Any]:
+    """llama.cpp through llama-cpp-python on a GGUF file, timed like the package."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"skipped": "llama-cpp-python is not installed (pip install -e '.[bench]')"}
+    llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, verbose=False)
+    tokens = llm.tokenize(_chat_text(prompt).encode(), add_bos=False, special=True)
+    first, rates = [], []
+    for _ in range(repeats + 1):
+        llm.reset()
+        started = time.perf_counter()
+        generator = llm.generate(tokens, top_k=1, temp=0.0, reset=True)
+        next(generator)
+        after_first = time.perf_counter()
+        for produced, _ in enumerate(generator, start=2):
+            if produced >= new_tokens:
+                break
+        finished = time.perf_counter()
+        first.append(after_first - started)
+        rates.append((new_tokens - 1) / (finished - after_first))
+    return {
+        "time_to_first_token_s": round(statistics.median(first[1:]), 4),
+        "tokens_per_s": round(statistics.median(rates[1:]), 1),
+        "weights": gguf.name,
+    }
+
+
+def _chat_text(prompt: list[dict]) -> str:
+    """The prompt rendered with the chat template of the model the GGUF came from (same tokens as the others)."""
+    from transformers import AutoTokenizer
+
+    from olive_flows.models.builtin import materialize
+
+    tokenizer = AutoTokenizer.from_pretrained(materialize("smollm2-135m-instruct"))
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+def copy_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
+    """Memory bandwidth of a large array copy (read + write), the ceiling for weight streaming."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    np.copyto(target, source)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        times.append(time.perf_counter() - started)
+    return 2 * source.nbytes / statistics.median(times) / 1e9
+
+
+def weight_bytes_per_token(model_file: Path) -> int:
+    """Bytes of weights each decoded token reads: every initializer except the embedding table,
+    of which a token reads one row."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(model_file, load_external_data=False)
+    gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    total = 0
+    for tensor in model.graph.initializer:
+        if tensor.name in gathered:
+            continue
+        if uses_external_data(tensor):
+            total += int(next(e.value for e in tensor.external_data if e.key == "length"))
+        else:
+            total += len(tensor.raw_data) or int(np.prod(tensor.dims)) * 4
+    return total
