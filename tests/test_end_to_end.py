@@ -223,39 +223,43 @@ def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys)
 
 
 def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
-    """Kill a real run while the second adapter trains; the next run reuses the first adapter's
-    training and export from Olive's cache, cleans the dead run's leftovers and delivers the package."""
+    """Kill a real run in the middle of the second adapter's training, after a checkpoint; the next
+    run reuses the first adapter from Olive's cache, continues the second from its checkpoint,
+    cleans the dead run's leftovers and delivers the package."""
     import os
     import signal
     import subprocess
     import sys
+    import time
 
     from conftest import REPO
 
     recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
     dates = recipe["adapters"]["dates"]
-    dates["training"] = {**dates["training"], "max_steps": 400}  # long enough to be killed mid-training
+    dates["training"] = {**dates["training"], "max_steps": 60}
     path = write_recipe(tmp_path, recipe)
     run = subprocess.Popen(
         [sys.executable, "-m", "olive_flows", "run", str(path)],
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    for line in run.stdout:
-        if "cpu/dates:" in line:
-            break
+    checkpoints = tmp_path / "out" / "tiny" / "_work" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("dates-*/checkpoint-*")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
+    saved = sorted(checkpoints.glob("dates-*/checkpoint-*"))
+    assert saved, "the run was killed after the first checkpoint of the second adapter"
     (tmp_path / "out" / "tiny" / ".cpu.staging-1").mkdir()  # as a run killed while packaging leaves it
 
-    dates["training"] = {**dates["training"], "max_steps": 3}
-    path = write_recipe(tmp_path, recipe)
     log = io.StringIO()
     result = run_recipe(load_recipe(path), console=Console(log))
-    contacts = log.getvalue().split("cpu/contacts:")[1].split("cpu/dates:")[0]
+    contacts, dates_log = log.getvalue().split("cpu/contacts:")[1].split("cpu/dates:")
     assert "training reused from Olive's cache" in contacts, "the finished adapter is not trained again"
+    first_step = int(dates_log.split("step", 1)[1].split("/", 1)[0])
+    assert first_step > int(saved[-1].name.split("-")[1]) - 1, "training continued from the checkpoint"
     assert (result.packages["cpu"] / "manifest.json").is_file()
     assert not list((tmp_path / "out" / "tiny").glob(".cpu.staging-*"))

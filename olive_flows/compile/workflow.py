@@ -26,6 +26,7 @@ from olive_flows.workspace import Workspace
 TRAIN, BUILD, QUANTIZE, EXTRACT = "train", "build", "quantize", "extract"
 TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
 EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training
+CHECKPOINTS_PER_TRAINING = 4  # a killed run resumes training from the last of these
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ def tokenization(recipe: Recipe, adapter: str, data: PreparedDataset) -> dict[st
     return {**settings, "stats_path": str(data.train_file.parent / f"stats-{adapter}-{digest}.json")}
 
 
-def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict | None) -> tuple[dict, list[dict]]:
+def _train_pass(
+    recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict | None, checkpoints: Path
+) -> tuple[dict, list[dict]]:
     spec = recipe.adapters[adapter]
     training = spec["training"]
     steps = total_steps(training, data.train_rows)
@@ -143,11 +146,21 @@ def _train_pass(recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict 
             "eval_steps": max(1, steps // EVALS_PER_TRAINING),
             "logging_steps": 1,
             "group_by_length": training["group_by_length"],
-            "save_strategy": "no",
             "report_to": training["report_to"] or "none",
             "disable_tqdm": True,
         },
     }
+    # Olive's LoRA pass resumes from the last checkpoint in training_args.output_dir. The folder is
+    # named by the rest of the pass config, so only an identical training ever resumes from it.
+    identity = [train, recipe.data["model"], data.train_file.parent.name]
+    identity.append({k: v for k, v in train_tokens.items() if k != "stats_path"})
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    train["training_args"].update(
+        save_strategy="steps",
+        save_steps=max(1, steps // CHECKPOINTS_PER_TRAINING),
+        save_total_limit=1,
+        output_dir=str(checkpoints / f"{adapter}-{digest}"),
+    )
     return train, data_configs
 
 
@@ -193,7 +206,9 @@ def compile_recipe(
         provider = provider_of(target)
         profile = metadata.target_profile(provider)
         for adapter in recipe.target_adapters(target_name):
-            train, data_configs = _train_pass(recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]], arch)
+            train, data_configs = _train_pass(
+                recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]], arch, workspace.work / "checkpoints"
+            )
             config = {
                 "workflow_id": recipe.name,
                 "input_model": input_model,

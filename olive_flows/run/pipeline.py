@@ -144,6 +144,9 @@ def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings:
     from olive_flows.run.training_log import record_training
 
     train = job.config["passes"]["train"]
+    checkpoints = Path(train["training_args"]["output_dir"])
+    if checkpoints.is_dir() and not any(checkpoints.glob("checkpoint-*")):
+        shutil.rmtree(checkpoints)  # killed before its first checkpoint; Olive refuses a non-empty folder
     target = recipe.targets[job.target]
     console.say(
         f"{job.name}: {train['type']} r={train['r']} on {','.join(train['target_modules'])}, "
