@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX, PackageRuntime
+from olive_flows.evaluate.evaluation import package_bytes
+from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.recipe.load import load_recipe
 from olive_flows.run.console import Console
@@ -61,11 +62,7 @@ def adapter_costs(package: Path, prompt: list[dict], new_tokens: int, repeats: i
         og.Model(str(package))  # a merged model is this size: switching by reloading costs this
         reloads.append(time.perf_counter() - started)
 
-    base_bytes = sum(p.stat().st_size for p in package.iterdir() if p.suffix in (".onnx", ".data"))
-    adapter_bytes = {
-        p.name.removesuffix(ADAPTER_SUFFIX): p.stat().st_size
-        for p in (package / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}")
-    }
+    base_bytes, adapter_bytes = package_bytes(package)
     with_adapters = base_bytes + sum(adapter_bytes.values())
     return {
         "decode": speeds,

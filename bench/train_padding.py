@@ -23,7 +23,10 @@ import tempfile
 from pathlib import Path
 
 from olive_flows.compile.plan import plan_recipe
+from olive_flows.compile.workflow import Job
+from olive_flows.data.prepare import PreparedDataset
 from olive_flows.recipe.load import load_recipe
+from olive_flows.recipe.model import Recipe
 from olive_flows.run.console import Console
 from olive_flows.run.olive import run_workflow
 from olive_flows.run.training_log import record_training
@@ -51,6 +54,19 @@ def train_seconds(config: dict, work: Path, label: str) -> float:
     return next(e["train_runtime"] for e in recorder.history if "train_runtime" in e)
 
 
+def contacts_training(steps: int, work: Path) -> tuple[Recipe, PreparedDataset, Job, dict]:
+    """The quickstart's contacts adapter compiled into ``work`` with ``steps`` steps, and its Olive
+    config reduced to the training pass alone (no held-out evaluation, no export)."""
+    recipe = load_recipe("quickstart", [f"output.dir={work}", f"adapters.contacts.training.max_steps={steps}"])
+    plan = plan_recipe(recipe, Console(io.StringIO()), model_log=work / "model.log")
+    job = next(j for j in plan.jobs if j.adapter == "contacts")
+    config = copy.deepcopy(job.config)
+    config["passes"] = {"train": config["passes"]["train"]}
+    config["passes"]["train"]["eval_data_config"] = None
+    config["passes"]["train"]["training_args"]["eval_strategy"] = "no"
+    return recipe, plan.datasets["contacts"], job, config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
@@ -59,14 +75,8 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        recipe = load_recipe("quickstart", [f"output.dir={tmp}", f"adapters.contacts.training.max_steps={args.steps}"])
-        plan = plan_recipe(recipe, Console(io.StringIO()), model_log=Path(tmp) / "model.log")
-        job = next(j for j in plan.jobs if j.adapter == "contacts")
+        recipe, _, job, ours = contacts_training(args.steps, Path(tmp))
         training = recipe.adapters["contacts"]["training"]
-        ours = copy.deepcopy(job.config)
-        ours["passes"] = {"train": ours["passes"]["train"]}
-        ours["passes"]["train"]["eval_data_config"] = None
-        ours["passes"]["train"]["training_args"]["eval_strategy"] = "no"
         olive = copy.deepcopy(ours)
         olive_default_data(olive, training["max_seq_len"])
 

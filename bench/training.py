@@ -7,8 +7,6 @@ each batch, loss on every token. The figure is non-padding tokens trained per se
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import math
 import tempfile
@@ -16,25 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train_padding import train_seconds
-
-from olive_flows.compile.plan import plan_recipe
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
+from train_padding import contacts_training, train_seconds
 
 
 def olive_flows_seconds(steps: int, work: Path) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """The quickstart contacts adapter trained by olive-flows (Olive's LoRA pass), training only."""
-    recipe = load_recipe("quickstart", [f"output.dir={work}", f"adapters.contacts.training.max_steps={steps}"])
-    plan = plan_recipe(recipe, Console(io.StringIO()), model_log=work / "model.log")
-    job = next(j for j in plan.jobs if j.adapter == "contacts")
-    config = copy.deepcopy(job.config)
-    config["passes"] = {"train": config["passes"]["train"]}
-    config["passes"]["train"]["eval_data_config"] = None
-    config["passes"]["train"]["training_args"]["eval_strategy"] = "no"
+    recipe, data, job, config = contacts_training(steps, work)
     seconds = train_seconds(config, Path(tempfile.mkdtemp(dir=work)), "olive-flows")
     stats = json.loads(Path(job.stats_path).read_text())
-    return seconds, recipe.adapters["contacts"], {"rows_file": str(plan.datasets["contacts"].train_file), **stats}
+    return seconds, recipe.adapters["contacts"], {"rows_file": str(data.train_file), **stats}
 
 
 def peft_seconds(model_path: str, rows_file: str, adapter: dict[str, Any], steps: int, work: Path) -> tuple[float, int]:

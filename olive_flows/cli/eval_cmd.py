@@ -47,6 +47,7 @@ def packages_of(target: str, overrides: list[str]) -> list[Path]:
 
 def evaluate_folder(package: Path, overrides: list[str]) -> None:
     """Evaluate one package folder in place and re-hash its manifest."""
+    from olive_flows.data.prepare import scored_split
     from olive_flows.evaluate.check import check_package
     from olive_flows.evaluate.evaluation import EvalSubject, read_rows
     from olive_flows.files import write_json
@@ -67,8 +68,8 @@ def evaluate_folder(package: Path, overrides: list[str]) -> None:
         audit = package.parent / "_data" / adapter
         if not audit.is_dir():
             raise UserError(f"{display_path(audit)} is missing: the held-out rows of adapter '{adapter}' are needed")
-        held_out = audit / "test.jsonl" if (audit / "test.jsonl").stat().st_size else audit / "eval.jsonl"
-        rows[adapter] = read_rows(held_out, data["evaluation"]["max_rows"])
+        split = scored_split(json.loads((audit / "stats.json").read_text())["rows"])
+        rows[adapter] = read_rows(audit / f"{split}.jsonl", data["evaluation"]["max_rows"])
     peft = {a: package.parent / "_peft" / a for a in adapters if (package.parent / "_peft" / a).is_dir()}
     subject = EvalSubject(
         rows=rows,

@@ -80,10 +80,6 @@ class PreparedDataset:
         return self.folder / "eval.jsonl"
 
     @property
-    def test_file(self) -> Path:
-        return self.folder / "test.jsonl"
-
-    @property
     def train_rows(self) -> int:
         return self.rows["train"]
 
@@ -93,8 +89,13 @@ class PreparedDataset:
 
     @property
     def scored_file(self) -> Path:
-        """The held-out rows task metrics are computed on: test when there is one, else eval."""
-        return self.test_file if self.rows["test"] else self.eval_file
+        """The held-out rows task metrics are computed on."""
+        return self.folder / f"{scored_split(self.rows)}.jsonl"
+
+
+def scored_split(rows: dict[str, int]) -> str:
+    """The split task metrics are computed on, from the rows per split: test when there is one, else eval."""
+    return "test" if rows["test"] else "eval"
 
 
 def records(recipe: Recipe, name: str, key: str = "path") -> Iterable[tuple[Location, Any]]:

@@ -208,14 +208,23 @@ def _samples(
     return samples
 
 
-def _sizes(folder: Path) -> dict[str, Any]:
+def package_bytes(folder: Path) -> tuple[int, dict[str, int]]:
+    """Bytes of the package's base model (graph and external data) and of each adapter file."""
     base = sum(
         p.stat().st_size
         for p in folder.iterdir()
         if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx.data"))
     )
     adapters = {
-        p.name.removesuffix(ADAPTER_SUFFIX): round(p.stat().st_size / 1e6, 2)
+        p.name.removesuffix(ADAPTER_SUFFIX): p.stat().st_size
         for p in sorted((folder / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}"))
     }
-    return {"base_model": round(base / 1e6, 2), "adapters": adapters}
+    return base, adapters
+
+
+def _sizes(folder: Path) -> dict[str, Any]:
+    base, adapters = package_bytes(folder)
+    return {
+        "base_model": round(base / 1e6, 2),
+        "adapters": {name: round(size / 1e6, 2) for name, size in adapters.items()},
+    }

@@ -50,21 +50,20 @@ def base_files(folder: Path) -> list[str]:
 LOAD_OPTIONS = ("local_files_only",)
 
 
-def _content(path: Path) -> bytes:
-    """What the package gets for ``path``: the shared graph of a model, a tokenizer config without
-    loading options, any other file as it is."""
+def _normalized(path: Path) -> bytes | None:
+    """The package's version of a base file whose raw bytes differ between exports in ways that do
+    not matter: the shared graph of a model, a tokenizer config without loading options. None: the
+    file goes into the package as it is."""
     if path.name.endswith(".onnx"):
         return shared_graph(path)
     if path.name == "tokenizer_config.json":
         config = json.loads(path.read_text(encoding="utf-8"))
         return (json.dumps({k: v for k, v in config.items() if k not in LOAD_OPTIONS}, indent=2) + "\n").encode()
-    return path.read_bytes()
+    return None
 
 
-def _digest(path: Path) -> str:
-    if path.name.endswith(".onnx") or path.name == "tokenizer_config.json":
-        return hashlib.sha256(_content(path)).hexdigest()
-    return sha256_file(path)
+def _digest(path: Path, normalized: bytes | None) -> str:
+    return hashlib.sha256(normalized).hexdigest() if normalized is not None else sha256_file(path)
 
 
 def assemble(outputs: dict[str, Path], staging: Path) -> None:
@@ -74,22 +73,23 @@ def assemble(outputs: dict[str, Path], staging: Path) -> None:
     files = base_files(first)
     if not any(f.endswith(".onnx") for f in files):
         raise PackageError(f"no ONNX model in {first}")
-    digests = {f: _digest(first / f) for f in files}
+    normalized = {f: _normalized(first / f) for f in files}
+    digests = {f: _digest(first / f, normalized[f]) for f in files}
     for adapter in names[1:]:
         folder = outputs[adapter]
         if base_files(folder) != files:
             raise PackageError(f"adapter '{adapter}' was exported with different base files than '{names[0]}'")
         for f in files:
-            if _digest(folder / f) != digests[f]:
+            if _digest(folder / f, _normalized(folder / f)) != digests[f]:
                 raise PackageError(
                     f"{f} of adapter '{adapter}' differs from that of '{names[0]}': the adapters do not share one base"
                 )
     staging.mkdir(parents=True)
     for f in files:
-        if f.endswith(".onnx") or f == "tokenizer_config.json":
-            (staging / f).write_bytes(_content(first / f))
-        else:
+        if normalized[f] is None:
             shutil.copy2(first / f, staging / f)
+        else:
+            (staging / f).write_bytes(normalized[f])
     (staging / ADAPTER_DIR).mkdir()
     for adapter, folder in outputs.items():
         extracted = folder / EXTRACTED_ADAPTER
