@@ -247,12 +247,16 @@ def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
     )
     checkpoints = tmp_path / "out" / "tiny" / "_work" / "checkpoints"
     deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("dates-*/checkpoint-*")) and run.poll() is None and time.monotonic() < deadline:
+    complete = "dates-*/checkpoint-*/trainer_state.json"  # the trainer writes it last
+    while not list(checkpoints.glob(complete)) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
-    saved = sorted(checkpoints.glob("dates-*/checkpoint-*"))
+    saved = sorted(p.parent for p in checkpoints.glob(complete))
     assert saved, "the run was killed after the first checkpoint of the second adapter"
+    cut_off = saved[-1].parent / "checkpoint-999"  # as a kill while a checkpoint is written leaves it
+    cut_off.mkdir(exist_ok=True)
+    (cut_off / "adapter_model.safetensors").write_bytes(b"partial")
     (tmp_path / "out" / "tiny" / ".cpu.staging-1").mkdir()  # as a run killed while packaging leaves it
 
     log = io.StringIO()
@@ -261,5 +265,6 @@ def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
     assert "training reused from Olive's cache" in contacts, "the finished adapter is not trained again"
     first_step = int(dates_log.split("step", 1)[1].split("/", 1)[0])
     assert first_step > int(saved[-1].name.split("-")[1]) - 1, "training continued from the checkpoint"
+    assert not cut_off.exists(), "a checkpoint cut off while being written is dropped, not resumed from"
     assert (result.packages["cpu"] / "manifest.json").is_file()
     assert not list((tmp_path / "out" / "tiny").glob(".cpu.staging-*"))

@@ -144,9 +144,7 @@ def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings:
     from olive_flows.run.training_log import record_training
 
     train = job.config["passes"]["train"]
-    checkpoints = Path(train["training_args"]["output_dir"])
-    if checkpoints.is_dir() and not any(checkpoints.glob("checkpoint-*")):
-        shutil.rmtree(checkpoints)  # killed before its first checkpoint; Olive refuses a non-empty folder
+    _drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
     target = recipe.targets[job.target]
     console.say(
         f"{job.name}: {train['type']} r={train['r']} on {','.join(train['target_modules'])}, "
@@ -175,6 +173,17 @@ def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings:
         console.detail("training reused from Olive's cache")
     console.detail(f"done in {timings[job.name]:.0f} s")
     return output
+
+
+def _drop_unusable_checkpoints(folder: Path) -> None:
+    """Remove what a killed training left that resuming would choke on: a checkpoint cut off while
+    being written (the trainer writes trainer_state.json last), and a folder with no checkpoint at all
+    (Olive refuses to train into a non-empty folder without one)."""
+    for checkpoint in folder.glob("checkpoint-*"):
+        if not (checkpoint / "trainer_state.json").is_file():
+            shutil.rmtree(checkpoint)
+    if folder.is_dir() and not any(folder.glob("checkpoint-*")):
+        shutil.rmtree(folder)
 
 
 def tracker_environment(trackers: list[str], run_dir: Path, recipe: str, adapter: str) -> dict[str, str]:
