@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from decode import round_robin_speeds
+
 from olive_flows.evaluate.evaluation import package_bytes
 from olive_flows.evaluate.runtime import PackageRuntime
-from olive_flows.evaluate.speed import decode_speed
 from olive_flows.recipe.load import load_recipe
 from olive_flows.run.console import Console
 
@@ -41,7 +42,7 @@ def build_package(work: Path) -> Path:
 
 def adapter_costs(package: Path, prompt: list[dict], new_tokens: int, repeats: int) -> dict[str, Any]:
     runtime = PackageRuntime(package)
-    speeds = {a or "base": decode_speed(runtime, prompt, a, new_tokens, repeats) for a in [None, "r8", "r16", "r64"]}
+    speeds = round_robin_speeds(runtime, prompt, [None, "r8", "r16", "r64"], new_tokens, repeats)
     base = speeds["base"]["tokens_per_s"]
     slowdown = {a: round(1 - speeds[a]["tokens_per_s"] / base, 3) for a in ("r8", "r16", "r64")}
 

@@ -21,10 +21,19 @@ from olive_flows.evaluate.speed import decode_speed
 def package_speed(package: Path, prompt: list[dict], new_tokens: int, repeats: int) -> dict[str, dict[str, float]]:
     """The package with no adapter and with each adapter."""
     runtime = PackageRuntime(package)
-    return {
-        adapter or "base": decode_speed(runtime, prompt, adapter, new_tokens, repeats)
-        for adapter in [None, *runtime.adapter_names]
-    }
+    return round_robin_speeds(runtime, prompt, [None, *runtime.adapter_names], new_tokens, repeats)
+
+
+def round_robin_speeds(
+    runtime: PackageRuntime, prompt: list[dict], adapters: list[str | None], new_tokens: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Median speed per adapter (None: the base), one run of each in turn per round, so that a shared
+    machine's slow spells hit every adapter alike instead of whichever was being measured then."""
+    runs: dict[str, list[dict[str, float]]] = {adapter or "base": [] for adapter in adapters}
+    for _ in range(repeats):
+        for adapter in adapters:
+            runs[adapter or "base"].append(decode_speed(runtime, prompt, adapter, new_tokens, 1))
+    return {name: {key: statistics.median(run[key] for run in done) for key in done[0]} for name, done in runs.items()}
 
 
 def pytorch_speed(

@@ -12,8 +12,8 @@ from olive_flows.recipe.load import load_recipe
 from olive_flows.workspace import Workspace
 
 
-def compile_builtin(name: str, tmp_path):
-    recipe = load_recipe(name, [f"output.dir={tmp_path}"])
+def compile_builtin(name: str, tmp_path, *overrides: str):
+    recipe = load_recipe(name, [f"output.dir={tmp_path}", *overrides])
     workspace = Workspace.of(recipe)
     ref = model_ref(recipe)
     datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
@@ -24,27 +24,39 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     jobs = compile_builtin("quickstart", tmp_path)
     assert [(j.target, j.adapter) for j in jobs] == [("cpu", "contacts"), ("cpu", "dates")]
     config = jobs[0].config
-    assert list(config["passes"]) == ["train", "build", "extract"]
+    assert list(config["passes"]) == ["train", "build", "quantize", "extract"], "int4 q4_1: fp32 build + Q4_1 pass"
     train, build = config["passes"]["train"], config["passes"]["build"]
+    assert build["precision"] == "fp32" and config["passes"]["quantize"]["type"] == "OnnxQ41Quantization"
     assert train["type"] == "LoRA" and train["r"] == 16 and train["alpha"] == 32 and train["lora_dropout"] == 0.05
     assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"], "llama default from metadata"
     args = train["training_args"]
     assert args["max_steps"] == 100 and "num_train_epochs" not in args
     assert args["per_device_train_batch_size"] == 4 and args["learning_rate"] == 0.001
     assert args["gradient_checkpointing"] is False and args["lr_scheduler_type"] == "cosine"
-    assert build == {
+    assert build == {"type": "ModelBuilder", "precision": "fp32"}
+    quantize = config["passes"]["quantize"]
+    assert quantize == {
+        "type": "OnnxQ41Quantization",
+        "int8_nodes": ["/lm_head/MatMul"],
+        "nodes_to_exclude": quantize["nodes_to_exclude"],
+        "block_size": 32,
+        "accuracy_level": 4,
+    }
+    assert len(quantize["nodes_to_exclude"]) == 30 * 4 * 2
+    assert all(
+        re.fullmatch(r"/model/layers\.\d+/attn/[qkvo]_proj/lora_[AB]/MatMul", n) for n in quantize["nodes_to_exclude"]
+    )
+    build = compile_builtin("quickstart", tmp_path, "targets.cpu.int4.algorithm=k_quant_mixed")[0].config["passes"]
+    assert list(build) == ["train", "build", "extract"], "ModelBuilder quantizes k_quant_mixed itself"
+    assert build["build"] == {
         "type": "ModelBuilder",
         "precision": "int4",
         "int4_block_size": 32,
         "int4_accuracy_level": 4,
         "int4_is_symmetric": False,
         "int4_algo_config": "k_quant_mixed",
-        "int4_nodes_to_exclude": build["int4_nodes_to_exclude"],
+        "int4_nodes_to_exclude": quantize["nodes_to_exclude"],
     }
-    assert len(build["int4_nodes_to_exclude"]) == 30 * 4 * 2
-    assert all(
-        re.fullmatch(r"/model/layers\.\d+/attn/[qkvo]_proj/lora_[AB]/MatMul", n) for n in build["int4_nodes_to_exclude"]
-    )
     data = {d["name"]: d for d in config["data_configs"]}
     pre = data["train_rows"]["pre_process_data_config"]
     assert pre["type"] == "olive_flows_tokenize", "olive-flows' own tokenization, registered with Olive"

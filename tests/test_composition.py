@@ -100,7 +100,7 @@ def test_compile_writes_byte_stable_configs_without_training(tmp_path, capsys):
     assert main(args) == 0
     assert [(tmp_path / p).read_bytes() for p in paths] == first
     config = json.loads(first[0])
-    assert list(config["passes"]) == ["train", "build", "extract"]
+    assert list(config["passes"]) == ["train", "build", "quantize", "extract"]
     assert not (tmp_path / "out" / "quickstart" / "cpu").exists(), "a dry run builds no package"
 
 

@@ -188,9 +188,9 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     assert "extra.bin: not in the manifest" in out
 
 
-def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys):
-    """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) keeps
-    the LoRA MatMuls float so adapters still switch."""
+def test_export_reuses_training_for_int8_and_q4_1_targets(tiny_model, tmp_path, capsys):
+    """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) and
+    int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA MatMuls float so adapters still switch."""
     import onnx
 
     path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
@@ -220,6 +220,20 @@ def test_export_reuses_training_for_an_int8_target(tiny_model, tmp_path, capsys)
     assert lora and all(n.op_type == "MatMul" for n in lora), "LoRA MatMuls must stay float"
     manifest = json.loads((int4_package / "manifest.json").read_text())
     assert manifest["target"]["precision"] == "int8" and manifest["smoke_check"] == "passed"
+
+    # q4_1: fp32 build + olive-flows' own Olive pass (loaded through the package config)
+    assert main(["export", str(path), "targets.cpu.int4.algorithm=q4_1", "--target", "cpu", "--precision", "int4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
+    nbits = {
+        n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"
+    }
+    assert nbits.pop("/lm_head/MatMul_Q8") == 8
+    assert nbits and all(bits == 4 and name.endswith("_Q4_1") for name, bits in nbits.items())
+    assert all(n.op_type == "MatMul" for n in graph.node if "lora_" in n.name), "LoRA MatMuls must stay float"
+    manifest = json.loads((int4_package / "manifest.json").read_text())
+    assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 
 
 def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):

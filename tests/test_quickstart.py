@@ -29,6 +29,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
         "dates/exact_match",
     }
     assert scores["parity"]["checked"] and set(scores["parity"]["relative_difference"]) == {"base", "contacts", "dates"}
+    assert scores["parity"]["ok"], f"int4 (q4_1) perplexity left the 5% bound: {scores['parity']}"
     assert (package / "report.html").is_file() and (package / "report.md").is_file()
     manifest = json.loads((package / "manifest.json").read_text())
     assert manifest["base_model"]["id"] == "builtin:smollm2-135m-instruct"

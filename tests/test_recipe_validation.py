@@ -148,3 +148,10 @@ def test_remote_code_is_never_silent():
         "Python code shipped with builtin:smollm2-135m-instruct will run on this machine" in w.format()
         for w in loud.warnings
     )
+
+
+def test_rounding_a_gguf_grid_again_is_warned_with_the_line():
+    assert not load_recipe("quickstart").warnings, "the quickstart keeps its Q4_1 weights exact"
+    warned = [w.format() for w in load_recipe("quickstart", ["targets.cpu.int4.algorithm=k_quant_mixed"]).warnings]
+    assert len(warned) == 1 and "quickstart.yaml:" in warned[0]
+    assert "rounds its weights a second time" in warned[0] and "targets.cpu.int4.algorithm: q4_1" in warned[0]

@@ -6,6 +6,7 @@ goes on to execute them.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
 from olive_flows.run.capture import output_to
 from olive_flows.run.console import Console
+from olive_flows.run.olive import PACKAGE_CONFIG_FILE, package_config
 from olive_flows.validate.problems import UserError
 from olive_flows.workspace import Workspace
 
@@ -94,9 +96,10 @@ def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None)
     facts = model_facts_for(ref, console, model_log)
     datasets = prepare_data(recipe, workspace, console)
     jobs = compile_recipe(recipe, ref, facts, datasets, workspace)
-    for job in jobs:
-        path = workspace.compiled / job.target / f"{job.adapter}.json"
-        if not path.is_file() or path.read_text() != job.to_json():
+    files = {workspace.compiled / job.target / f"{job.adapter}.json": job.to_json() for job in jobs}
+    files[workspace.compiled / PACKAGE_CONFIG_FILE] = json.dumps(package_config(), indent=2) + "\n"
+    for path, text in files.items():
+        if not path.is_file() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(job.to_json())
+            path.write_text(text)
     return Plan(recipe, workspace, ref, facts, datasets, jobs)

@@ -166,14 +166,18 @@ def _train_pass(
 
 def _export_passes(target: dict[str, Any], modules: list[str], num_layers: int) -> dict[str, dict[str, Any]]:
     """ModelBuilder at the target's precision, or at a build precision followed by a quantization pass
-    for precisions ModelBuilder cannot produce (metadata/targets.json: precision_passes). LoRA MatMuls
-    stay out of every quantization."""
-    chain = metadata.load("targets")["precision_passes"].get(target["precision"])
+    for what ModelBuilder cannot produce (metadata/targets.json: precision_passes for a precision,
+    int4_algorithm_passes for an int4 algorithm). LoRA MatMuls stay out of every quantization."""
+    targets = metadata.load("targets")
+    options = target["int4"]
+    if target["precision"] == "int4":
+        chain = targets["int4_algorithm_passes"].get(options["algorithm"])
+    else:
+        chain = targets["precision_passes"].get(target["precision"])
     precision = chain["build_precision"] if chain else target["precision"]
     lora_nodes = lora_node_names(modules, num_layers)
     build: dict[str, Any] = {"type": "ModelBuilder", "precision": precision}
     if precision == "int4":
-        options = target["int4"]
         build.update(
             int4_block_size=options["block_size"],
             int4_accuracy_level=options["accuracy_level"],
@@ -183,7 +187,10 @@ def _export_passes(target: dict[str, Any], modules: list[str], num_layers: int) 
         )
     passes = {BUILD: build}
     if chain:
-        passes[QUANTIZE] = {**chain["quantize"], "nodes_to_exclude": [*chain["keep_float"], *lora_nodes]}
+        quantize = {**chain["quantize"], "nodes_to_exclude": [*chain.get("keep_float", []), *lora_nodes]}
+        if target["precision"] == "int4":
+            quantize.update(block_size=options["block_size"], accuracy_level=options["accuracy_level"])
+        passes[QUANTIZE] = quantize
     return passes
 
 

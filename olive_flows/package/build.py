@@ -75,6 +75,7 @@ def build_package(
                 "provider": provider,
                 "precision": spec["precision"],
                 "runtime_package": profile["runtime_package"],
+                **({"int4": spec["int4"]} if spec["precision"] == "int4" else {}),
             },
             "adapters": {name: _adapter_entry(recipe, name, job, datasets) for name, (job, _) in outputs.items()},
             "versions": versions(),

@@ -9,6 +9,8 @@ raises PassFailed naming the pass, the reason and the log.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import logging
 import os
 import traceback
@@ -18,6 +20,25 @@ from typing import Any
 from olive_flows.run.capture import output_to
 
 LOG_TAIL_LINES = 40
+PACKAGE_CONFIG_FILE = "olive_package_config.json"
+# Passes olive-flows adds to Olive's package config (Olive only loads passes its package config names).
+OWN_PASSES = {
+    "OnnxQ41Quantization": {
+        "module_path": "olive_flows.run.q4_1_pass.OnnxQ41Quantization",
+        "supported_providers": ["*"],
+        "supported_accelerators": ["cpu", "gpu"],
+        "supported_precisions": ["int4"],
+    }
+}
+
+
+def package_config() -> dict[str, Any]:
+    """Olive's own package config plus olive-flows' passes; ``olive run --package-config`` takes it too.
+    Read from Olive's folder without importing Olive, which would add seconds to every compile."""
+    olive_dir = Path(next(iter(importlib.util.find_spec("olive").submodule_search_locations)))
+    config = json.loads((olive_dir / "olive_config.json").read_text(encoding="utf-8"))
+    config["passes"] = {**config["passes"], **OWN_PASSES}
+    return config
 
 
 class PassFailed(Exception):
@@ -94,7 +115,7 @@ def run_workflow(job_name: str, config: dict[str, Any], log_path: Path) -> Path:
     try:
         with output_to(log_path):
             try:
-                output = olive_run(copy.deepcopy(config))  # Olive rewrites the dict it is given
+                output = olive_run(copy.deepcopy(config), package_config=package_config())  # Olive rewrites the dict
             except Exception as exc:  # any error inside Olive becomes a PassFailed that shows its log
                 traceback.print_exc()  # stderr is the log file here
                 where = watcher.current_pass or "workflow setup"

@@ -15,7 +15,7 @@ from pathlib import Path
 from olive_flows import metadata
 from olive_flows.data.prepare import normalize_rows
 from olive_flows.data.sources import SQLITE_SUFFIXES, iter_local
-from olive_flows.models.resolve import model_facts, model_ref, model_ref_problems
+from olive_flows.models.resolve import BUILTIN_PREFIX, model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
 from olive_flows.validate.problems import Problem, UserError, did_you_mean
@@ -273,6 +273,23 @@ def int4_options_need_int4(recipe: Recipe) -> Iterator[Problem]:
         precision = recipe.targets[name]["precision"]
         if isinstance(target, dict) and "int4" in target and precision != "int4":
             yield recipe.problem(("targets", name, "int4"), f"int4 options have no effect with precision {precision}")
+
+
+@rule
+def int4_keeps_the_models_grid(recipe: Recipe) -> Iterator[Problem]:
+    """A built-in model dequantized from a GGUF is exact on that format's grid; another int4 algorithm
+    rounds its weights a second time."""
+    model_id = recipe.data["model"]["id"]
+    known = metadata.load("builtin_models").get(model_id.removeprefix(BUILTIN_PREFIX), {})
+    grid = known.get("weights_grid") if model_id.startswith(BUILTIN_PREFIX) else None
+    for name, target in recipe.targets.items():
+        if grid and target["precision"] == "int4" and target["int4"]["algorithm"] != grid:
+            yield recipe.warning(
+                ("targets", name, "precision"),
+                f"{model_id} was dequantized from {grid} blocks; int4 algorithm {target['int4']['algorithm']} "
+                f"rounds its weights a second time and loses accuracy; set targets.{name}.int4.algorithm: {grid} "
+                "to keep them exact",
+            )
 
 
 @rule

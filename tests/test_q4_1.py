@@ -1,0 +1,91 @@
+"""The Q4_1 pass on one-MatMul graphs run by onnxruntime: exact on Q4_1 weights, output names kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from olive_flows.run.olive import package_config
+from olive_flows.run.q4_1_pass import quantize_q4_1
+
+K, N, BLOCK = 64, 48, 32
+rng = np.random.default_rng(0)
+
+
+def q4_1_grid_weight() -> np.ndarray:
+    """A (K, N) weight as a Q4_1 GGUF dequantizes it: per block of 32 along K, m + d * code."""
+    codes = rng.integers(0, 16, size=(N, K // BLOCK, BLOCK))
+    codes[..., 0], codes[..., 1] = 0, 15  # llama.cpp maps each block's min to 0 and max to 15
+    step = rng.uniform(0.01, 0.05, size=(N, K // BLOCK, 1))
+    low = rng.uniform(-0.4, 0.0, size=(N, K // BLOCK, 1))
+    return (low + step * codes).reshape(N, K).T.astype(np.float32)
+
+
+def two_matmul_model(w1: np.ndarray, w2: np.ndarray) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="/body/MatMul"),
+        helper.make_node("MatMul", ["h", "w2"], ["logits"], name="/lm_head/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "s", K])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s", N])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"x": x})[0]
+
+
+def test_q4_1_weights_survive_exactly_and_the_lm_head_goes_to_8_bits():
+    w1, w2 = q4_1_grid_weight(), rng.normal(0, 0.05, size=(N, N)).astype(np.float32)
+    w2 = np.concatenate([w2, w2[:16]])  # K of the head must be a multiple of the block
+    w1 = np.concatenate([w1, q4_1_grid_weight()[:, :16]], axis=1)
+    model = two_matmul_model(w1, w2)
+    x = rng.normal(size=(1, 3, K)).astype(np.float32)
+    expected = run(model, x)
+
+    body_only = quantize_q4_1(onnx.load_from_string(model.SerializeToString()), BLOCK, 1, {"/lm_head/MatMul"}, set())
+    ops = [n.op_type for n in body_only.graph.node]
+    assert ops.count("MatMulNBits") == 1 and ops[-1] == "MatMul", "the excluded head stays float"
+    np.testing.assert_allclose(run(body_only, x), expected, rtol=1e-4, atol=1e-5)
+
+    both = quantize_q4_1(model, BLOCK, 4, set(), {"/lm_head/MatMul"})
+    bits = {
+        n.name: next(a.i for a in n.attribute if a.name == "bits")
+        for n in both.graph.node
+        if n.op_type == "MatMulNBits"
+    }
+    assert bits == {"/body/MatMul_Q4_1": 4, "/lm_head/MatMul_Q8": 8}
+    assert [o.name for o in both.graph.output] == ["logits"]
+    np.testing.assert_allclose(run(both, x), expected, rtol=0.05, atol=0.02)
+
+
+def test_q4_1_is_closer_than_symmetric_rounding_on_ordinary_weights():
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    w1, w2 = rng.normal(0.02, 0.05, size=(K, N)).astype(np.float32), np.eye(N, dtype=np.float32)
+    model = two_matmul_model(w1, w2)
+    x = rng.normal(size=(1, 8, K)).astype(np.float32)
+    expected = run(model, x)
+    q4_1 = quantize_q4_1(onnx.load_from_string(model.SerializeToString()), BLOCK, 1, {"/lm_head/MatMul"}, set())
+    rtn = MatMulNBitsQuantizer(
+        model, block_size=BLOCK, is_symmetric=True, accuracy_level=1, nodes_to_exclude=["/lm_head/MatMul"]
+    )
+    rtn.process()
+    error = {name: np.abs(run(m, x) - expected).mean() for name, m in (("q4_1", q4_1), ("rtn", rtn.model.model))}
+    assert 0 < error["q4_1"] < error["rtn"]
+
+
+def test_olive_loads_the_pass_from_the_package_config():
+    from olive.package_config import OlivePackageConfig
+
+    config = OlivePackageConfig.parse_file_or_obj(package_config())
+    assert config.import_pass_module("OnnxQ41Quantization").__name__ == "OnnxQ41Quantization"
+    assert config.import_pass_module("ModelBuilder").__name__ == "ModelBuilder", "Olive's own passes stay"
