@@ -41,17 +41,8 @@ TINY_CONFIGS = {
         "original_max_position_embeddings": 4096,
         "tie_word_embeddings": False,
     },
-    "qwen2": {
-        "architectures": ["Qwen2ForCausalLM"],
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": True,
-    },
 }
+TINY_CONFIGS["qwen2"] = {**TINY_CONFIGS["llama"], "architectures": ["Qwen2ForCausalLM"]}
 
 
 @pytest.fixture(scope="session")

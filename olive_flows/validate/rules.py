@@ -280,8 +280,10 @@ def int4_keeps_the_models_grid(recipe: Recipe) -> Iterator[Problem]:
     """A built-in model dequantized from a GGUF is exact on that format's grid; another int4 algorithm
     rounds its weights a second time."""
     model_id = recipe.data["model"]["id"]
-    known = metadata.load("builtin_models").get(model_id.removeprefix(BUILTIN_PREFIX), {})
-    grid = known.get("weights_grid") if model_id.startswith(BUILTIN_PREFIX) else None
+    builtin = (
+        metadata.builtin_model(model_id.removeprefix(BUILTIN_PREFIX)) if model_id.startswith(BUILTIN_PREFIX) else None
+    )
+    grid = (builtin or {}).get("weights_grid")
     for name, target in recipe.targets.items():
         if grid and target["precision"] == "int4" and target["int4"]["algorithm"] != grid:
             yield recipe.warning(
