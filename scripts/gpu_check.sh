@@ -3,13 +3,33 @@
 #   bash scripts/gpu_check.sh
 # Sets up .venv, swaps onnxruntime-genai for its CUDA build (same version, so Olive's ModelBuilder
 # pin holds), adds bitsandbytes for QLoRA, then runs the tests marked gpu: a CUDA package built and
-# smoke-tested on the GPU, and QLoRA trained and exported. Restore the CPU build with `make setup`.
+# smoke-tested on the GPU, QLoRA trained and exported, and the catalog's phi-lora and phi-qlora run
+# as written with a tiny random Phi-3 in place of the real one. Restore the CPU build with `make setup`.
+#
+# On a GPU machine without package index access, point PYTHON at an interpreter that already has
+# olive-flows' dependencies with a CUDA torch, onnxruntime-gpu, onnxruntime-genai-cuda and bitsandbytes:
+#   PYTHON=python3 bash scripts/gpu_check.sh
+# Extra arguments go to pytest (for example -k qlora).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-make setup
-genai_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-genai'))")
-.venv/bin/pip uninstall -y onnxruntime-genai onnxruntime
-bnb=$(sed -n 's/^cuda = \["\(.*\)"\]$/\1/p' pyproject.toml)  # the [cuda] extra, without re-resolving the CPU build
-.venv/bin/pip install "onnxruntime-genai-cuda==${genai_version}" "$bnb"
-.venv/bin/python -m pytest -m gpu -v "$@"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [[ -n "${PYTHON:-}" ]]; then
+    python=$PYTHON
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+    make setup
+    python=.venv/bin/python
+    genai_version=$($python -c "import importlib.metadata as m; print(m.version('onnxruntime-genai'))")
+    .venv/bin/pip uninstall -y onnxruntime-genai onnxruntime
+    bnb=$(sed -n 's/^cuda = \["\(.*\)"\]$/\1/p' pyproject.toml)  # the [cuda] extra, without re-resolving the CPU build
+    # onnxruntime-genai-cuda 0.14 links CUDA 12 (cuBLAS 12, cudart 12, cuFFT 11) while the
+    # onnxruntime-gpu it pulls in is built for CUDA 13: both sets of libraries come from PyPI.
+    .venv/bin/pip install "onnxruntime-genai-cuda==${genai_version}" "$bnb" \
+        nvidia-cublas-cu12 nvidia-cuda-runtime-cu12 nvidia-cufft-cu12 nvidia-curand-cu12
+fi
+# onnxruntime and onnxruntime-genai load cuBLAS, cudart and cuDNN by name: let them find the copies
+# that the nvidia-* wheels (torch's and the ones above) installed.
+nvidia_libs=$($python -c "import glob, os, site; print(':'.join(sorted({os.path.dirname(p) for d in site.getsitepackages() for p in glob.glob(d + '/nvidia/**/lib*.so*', recursive=True)})))")
+export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+$python -c "import onnxruntime_genai as og, torch; print('torch', torch.__version__, 'cuda:', torch.cuda.is_available(), '| genai cuda:', og.is_cuda_available())"
+$python -m pytest -m gpu -v -p no:cacheprovider "$@"

@@ -61,7 +61,7 @@ def test_list_shows_builtin_recipes(capsys):
 
 
 def test_machine_requirements_warn_at_validate_and_stop_run(tmp_path):
-    overrides = ["adapters.contacts.method=qlora", f"output.dir={tmp_path / 'out'}"]
+    overrides = ["adapters.contacts.method=qlora", "adapters.dates.method=qlora", f"output.dir={tmp_path / 'out'}"]
     checked = olive_flows("validate", "quickstart", *overrides)
     assert checked.returncode == 0, "the recipe itself is fine"
     assert "adapters.contacts.method: qlora needs a CUDA GPU to train, and this machine has none" in checked.stderr

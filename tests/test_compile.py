@@ -121,3 +121,21 @@ def test_total_steps_from_epochs():
     training = {"max_steps": None, "epochs": 2, "batch_size": 4, "grad_accum": 2}
     assert total_steps(training, 17) == 5  # ceil(17/4)=5 batches, /2 accumulation, x2 epochs
     assert total_steps({**training, "max_steps": 7}, 17) == 7
+
+
+def test_qlora_keeps_every_linear_layers_lora_out_of_int4(tmp_path):
+    """Olive's QLoRA pass trains every linear layer whatever target_modules says; the compiled
+    config says so, and int4 leaves all of those LoRA MatMuls float (quantizing an r=8 LoRA B
+    matrix is what crashed ModelBuilder on the GPU machine)."""
+    jobs = compile_builtin(
+        "quickstart",
+        tmp_path,
+        "adapters.contacts.method=qlora",
+        "adapters.dates.method=qlora",
+        "targets.cpu.int4.algorithm=k_quant_mixed",
+    )
+    train, build = jobs[0].config["passes"]["train"], jobs[0].config["passes"]["build"]
+    assert train["type"] == "QLoRA"
+    assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert "/model/layers.29/mlp/down_proj/lora_B/MatMul" in build["int4_nodes_to_exclude"]
+    assert len(build["int4_nodes_to_exclude"]) == 30 * 7 * 2

@@ -73,7 +73,7 @@ def _steps(chain: list[str], other: list[str]) -> list[str]:
     ("provider", "blocker"),
     [
         ("QNNExecutionProvider", "context binaries"),
-        ("OpenVINOExecutionProvider", "merged into the weights"),
+        ("OpenVINOExecutionProvider", "merges the LoRA into the weights"),
         ("VitisAIExecutionProvider", "Quark"),
     ],
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
 from olive_flows.evaluate.report import write_report
-from olive_flows.evaluate.runtime import PackageRuntime, provider_available
+from olive_flows.evaluate.runtime import open_package, provider_available
 from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
 from olive_flows.files import write_json
 from olive_flows.package.peft import TRAINING_LOG
@@ -40,7 +40,7 @@ def check_package(
     settings = recipe.data["evaluation"]
     native = provider_available(genai_provider)
     try:
-        runtime = PackageRuntime(folder, genai_provider if native else None)
+        runtime, not_native = open_package(folder, genai_provider)
         texts = smoke_check(runtime, settings["smoke_prompt"], settings["max_new_tokens"])
     except (PackageCheckFailed, RuntimeError) as exc:
         if native:
@@ -48,9 +48,7 @@ def check_package(
         manifest["smoke_check"] = f"not verified here: needs {genai_provider} ({exc})"
         console.say(f"package {target}: {manifest['smoke_check']}")
         return {}
-    manifest["smoke_check"] = (
-        "passed" if native else f"passed on CPU (the {genai_provider} provider is not available here)"
-    )
+    manifest["smoke_check"] = f"passed on CPU ({not_native})" if not_native else "passed"
     console.say(f"package {target}: smoke check {manifest['smoke_check']}; prompt: {settings['smoke_prompt']!r}")
     for label, text in texts.items():
         console.detail(f"{label:>12}: {text.strip()[:100]!r}")

@@ -20,6 +20,24 @@ def provider_available(genai_provider: str | None) -> bool:
     return bool(check and check())
 
 
+def open_package(folder: Path, genai_provider: str | None) -> tuple[PackageRuntime, str | None]:
+    """``folder`` loaded on its own provider where this machine can run it, else on CPU, with the
+    reason it is not on its own provider (None when it is).
+
+    onnxruntime-genai reports a provider available when its plugin file is installed; the CUDA
+    libraries that plugin links (onnxruntime-genai-cuda 0.14 links CUDA 12) are only found when the
+    model loads, so a load that fails with "interface not available" is this machine's gap, not
+    the package's."""
+    if not provider_available(genai_provider):
+        return PackageRuntime(folder), f"the {genai_provider} provider is not available here"
+    try:
+        return PackageRuntime(folder, genai_provider), None
+    except RuntimeError as exc:
+        if "interface not available" not in str(exc):
+            raise
+        return PackageRuntime(folder), f"the {genai_provider} provider failed to load here: {exc}"
+
+
 class PackageRuntime:
     """A package loaded once, with every adapter in its adapters/ folder loaded by file name."""
 

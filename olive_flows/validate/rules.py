@@ -52,10 +52,13 @@ def architecture_of(recipe: Recipe) -> dict | None:
 
 
 def effective_target_modules(recipe: Recipe, adapter: str, arch: dict | None) -> list[str] | None:
-    """The modules an adapter trains: its own list, else its architecture's default (None if unknown)."""
-    modules = recipe.adapters[adapter]["target_modules"]
-    if modules:
-        return list(modules)
+    """The modules an adapter trains: every linear layer for a method whose Olive pass ignores
+    target_modules, else its own list, else its architecture's default (None if unknown)."""
+    spec = recipe.adapters[adapter]
+    if arch and metadata.load("methods")[spec["method"]]["trains_every_linear"]:
+        return list(arch["lora_modules"])
+    if spec["target_modules"]:
+        return list(spec["target_modules"])
     return list(arch["default_target_modules"]) if arch else None
 
 
@@ -148,9 +151,15 @@ def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
         for other in shipped[1:]:
             modules = effective_target_modules(recipe, other, arch)
             if sorted(modules or []) != sorted(expected or []):
+                every_linear = [
+                    m
+                    for m in (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
+                    if metadata.load("methods")[m]["trains_every_linear"]
+                ]
+                why = f" ({every_linear[0]} trains every linear layer)" if every_linear else ""
                 yield recipe.problem(
                     ("adapters", other, "target_modules"),
-                    f"target modules {modules} differ from adapter '{first}' ({expected}), and both ship in "
+                    f"target modules {modules} differ from adapter '{first}' ({expected}){why}, and both ship in "
                     f"target '{name}'; adapters in one package share one base graph, so they must train the same modules",
                 )
 
@@ -175,6 +184,23 @@ def target_modules_known(recipe: Recipe) -> Iterator[Problem]:
                     f"'{module}' is not a LoRA module of this architecture",
                     hint,
                 )
+
+
+@rule
+def method_trains_the_named_modules(recipe: Recipe) -> Iterator[Problem]:
+    """target_modules is not silently ignored: QLoRA in Olive 0.13 trains every linear layer."""
+    arch = architecture_of(recipe)
+    for name, adapter in recipe.adapters.items():
+        modules = adapter["target_modules"]
+        if not (arch and modules and metadata.load("methods")[adapter["method"]]["trains_every_linear"]):
+            continue
+        if sorted(modules) != sorted(arch["lora_modules"]):
+            yield recipe.problem(
+                ("adapters", name, "target_modules"),
+                f"{adapter['method']} trains every linear layer ({', '.join(arch['lora_modules'])}): "
+                "Olive's QLoRA pass ignores target_modules, so this list would not be what is trained",
+                "remove target_modules, or use method: lora to train only these modules",
+            )
 
 
 @rule
