@@ -188,9 +188,10 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     assert "extra.bin: not in the manifest" in out
 
 
-def test_export_reuses_training_for_int8_and_q4_1_targets(tiny_model, tmp_path, capsys):
+def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_path, capsys):
     """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) and
-    int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA MatMuls float so adapters still switch."""
+    int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA MatMuls float so adapters still
+    switch; a CUDA bf16 package gets bf16 adapter files."""
     import onnx
 
     path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
@@ -234,6 +235,23 @@ def test_export_reuses_training_for_int8_and_q4_1_targets(tiny_model, tmp_path, 
     assert all(n.op_type == "MatMul" for n in graph.node if "lora_" in n.name), "LoRA MatMuls must stay float"
     manifest = json.loads((int4_package / "manifest.json").read_text())
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
+
+    # bf16 (CUDA): Olive's ExtractAdapters cannot write bf16 .onnx_adapter files, so its .npz is
+    # converted at packaging; the adapters must come out bf16, typed like the graph's inputs.
+    import onnxruntime as ort
+
+    assert main(["export", str(path), "--target", "gpu", "--precision", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    bf16_package = tmp_path / "out" / "tiny" / "gpu"
+    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(bf16_package / "model.onnx").graph.input}
+    for adapter in ("contacts", "dates"):
+        tensors = ort.AdapterFormat.read_adapter(str(bf16_package / "adapters" / f"{adapter}.onnx_adapter"))
+        parameters = tensors.get_parameters()
+        assert parameters and all(inputs[name] == onnx.TensorProto.BFLOAT16 for name in parameters)
+        assert {t.data_type() for t in parameters.values()} == {"tensor(bfloat16)"}
+    manifest = json.loads((bf16_package / "manifest.json").read_text())
+    assert manifest["smoke_check"].startswith("not verified here: the cuda provider is not available here")
 
 
 def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):

@@ -26,12 +26,23 @@ pytestmark = [
 def prefill_logits(package: Path, provider: str, adapter: str | None) -> np.ndarray:
     """Logits of one prompt through the package's model.onnx on ``provider``, with ``adapter`` (a
     file name in adapters/) bound through onnxruntime's LoRA adapter API, or the base model.
-    (onnxruntime still places the attention mask's shape arithmetic, two small nodes, on the CPU.)"""
+    numpy has no bfloat16, so the logits are read through a Cast to float appended to a copy of the
+    graph, and bf16 inputs are made as typed OrtValues. (onnxruntime still places the attention
+    mask's shape arithmetic, two small nodes, on the CPU.)"""
+    import onnx
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(package / "model.onnx"), options, providers=[provider])
+    graph = onnx.load(package / "model.onnx", load_external_data=False)
+    graph.graph.node.append(onnx.helper.make_node("Cast", ["logits"], ["logits_float"], to=onnx.TensorProto.FLOAT))
+    graph.graph.output.append(onnx.helper.make_tensor_value_info("logits_float", onnx.TensorProto.FLOAT, None))
+    copy = package / "model.logits_float.onnx"  # beside model.onnx, where its external data is
+    onnx.save(graph, copy)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(copy), options, providers=[provider])
+    finally:
+        copy.unlink()
     assert session.get_providers()[0] == provider
     run_options = ort.RunOptions()
     if adapter:
@@ -41,42 +52,56 @@ def prefill_logits(package: Path, provider: str, adapter: str | None) -> np.ndar
     ids = np.array([[1, 17, 923, 42, 7, 311]], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     for spec in session.get_inputs():
-        if spec.name.startswith("past_key_values."):
-            shape = [1 if dim == "batch_size" else 0 if isinstance(dim, str) else dim for dim in spec.shape]
+        shape = [1 if dim == "batch_size" else 0 if isinstance(dim, str) else dim for dim in spec.shape]
+        if spec.name.startswith("past_key_values.") and spec.type == "tensor(bfloat16)":
+            feeds[spec.name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                np.zeros(shape, dtype=np.uint16), onnx.TensorProto.BFLOAT16
+            )
+        elif spec.name.startswith("past_key_values."):
             feeds[spec.name] = np.zeros(shape, dtype=np.float16 if spec.type == "tensor(float16)" else np.float32)
         elif spec.name == "position_ids":
             feeds[spec.name] = np.arange(ids.shape[1], dtype=np.int64)[None]
-    return session.run(["logits"], feeds, run_options)[0].astype(np.float32)
+    feeds = {k: v if isinstance(v, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+    return session.run_with_ort_values(["logits_float"], feeds, run_options)[0].numpy()
 
 
-def test_cuda_package_runs_on_the_gpu_and_matches_the_cpu_package(tiny_model, tmp_path):
-    """The fp16 CUDA package runs every node on the GPU, base and each adapter, and agrees with the
-    fp32 CPU package built from the same training. onnxruntime-genai's own CUDA path is checked by
-    the smoke test when its CUDA libraries load here (the manifest says which)."""
+# CUDA package -> (CPU package it must match, tolerance as a fraction of the largest logit).
+CUDA_VS_CPU = {"cuda": ("cpu", 2e-2), "cuda_bf16": ("cpu", 5e-2), "cuda_int4": ("cpu_int4", 5e-2)}
+
+
+def test_cuda_packages_run_on_the_gpu_and_match_the_cpu_packages(tiny_model, tmp_path):
+    """The fp16, bf16 and int4 CUDA packages run on the GPU, base and each adapter, and agree with
+    the CPU packages (fp32, int4) built from the same training. genai's own CUDA path is checked by
+    the smoke test where its CUDA libraries load (the manifest says which)."""
     recipe = tiny_recipe(
         tiny_model("phi3"),
         tmp_path / "out",
         cuda={"device": "gpu", "precision": "fp16"},
+        cuda_int4={"device": "gpu", "precision": "int4"},
+        cuda_bf16={"device": "gpu", "precision": "bf16"},
         cpu={"device": "cpu", "precision": "fp32"},
+        cpu_int4={"device": "cpu", "precision": "int4", "int4": {"algorithm": "k_quant_mixed"}},
     )
-    result = run_recipe(load_recipe(write_recipe(tmp_path, recipe)), console=Console(io.StringIO()))
-    manifest = json.loads((result.packages["cuda"] / "manifest.json").read_text())
-    assert manifest["target"]["provider"] == "CUDAExecutionProvider"
-    print("cuda smoke check:", manifest["smoke_check"])
-    assert manifest["smoke_check"] == "passed" or "cuda provider failed to load" in manifest["smoke_check"]
-    base_cpu = prefill_logits(result.packages["cpu"], "CPUExecutionProvider", None)
-    for adapter in (None, "contacts", "dates"):
-        cpu = prefill_logits(result.packages["cpu"], "CPUExecutionProvider", adapter)
-        gpu = prefill_logits(result.packages["cuda"], "CUDAExecutionProvider", adapter)
-        scale = float(np.abs(cpu).max())
-        print(
-            f"{adapter or 'base'}: |logits| max {scale:.3f}, cuda-cpu {np.abs(gpu - cpu).max():.2e}, "
-            f"adapter-base {np.abs(cpu - base_cpu).max():.2e}"
-        )
-        assert np.isfinite(gpu).all()
-        np.testing.assert_allclose(gpu, cpu, atol=2e-2 * scale + 1e-3)
-        if adapter:
-            assert np.abs(cpu - base_cpu).max() > 0, "the adapter changed nothing"
+    packages = run_recipe(load_recipe(write_recipe(tmp_path, recipe)), console=Console(io.StringIO())).packages
+    for name in ("cuda", "cuda_int4", "cuda_bf16"):
+        manifest = json.loads((packages[name] / "manifest.json").read_text())
+        assert manifest["target"]["provider"] == "CUDAExecutionProvider"
+        print(f"{name} smoke check:", manifest["smoke_check"])
+        assert manifest["smoke_check"] == "passed" or "cuda provider failed to load" in manifest["smoke_check"]
+    for name, (cpu_name, tolerance) in CUDA_VS_CPU.items():
+        base_cpu = prefill_logits(packages[cpu_name], "CPUExecutionProvider", None)
+        for adapter in (None, "contacts", "dates"):
+            cpu = prefill_logits(packages[cpu_name], "CPUExecutionProvider", adapter)
+            gpu = prefill_logits(packages[name], "CUDAExecutionProvider", adapter)
+            scale = float(np.abs(cpu).max())
+            print(
+                f"{name} {adapter or 'base'}: |logits| max {scale:.3f}, cuda-cpu {np.abs(gpu - cpu).max():.2e}, "
+                f"adapter-base {np.abs(cpu - base_cpu).max():.2e}"
+            )
+            assert np.isfinite(gpu).all()
+            np.testing.assert_allclose(gpu, cpu, atol=tolerance * scale + 1e-3)
+            if adapter:
+                assert np.abs(cpu - base_cpu).max() > 5 * tolerance * scale, "the adapter must move the logits"
 
 
 @pytest.mark.skipif(bool(missing_packages(["bitsandbytes"])), reason="needs bitsandbytes (pip install '.[cuda]')")

@@ -194,6 +194,13 @@ def _export_passes(target: dict[str, Any], modules: list[str], num_layers: int) 
     return passes
 
 
+def _extract_pass(target: dict[str, Any]) -> dict[str, Any]:
+    """ExtractAdapters, saving the weights in the format metadata/targets.json gives the precision
+    where Olive's default (.onnx_adapter) fails; package/assemble.py converts them."""
+    save_format = metadata.load("targets")["adapter_weights_format"].get(target["precision"])
+    return {"type": "ExtractAdapters", **({"save_format": save_format} if save_format else {})}
+
+
 def _system(device: str, provider: str) -> dict[str, Any]:
     return {"type": "LocalSystem", "accelerators": [{"device": device, "execution_providers": [provider]}]}
 
@@ -229,7 +236,7 @@ def compile_recipe(
                 "passes": {
                     TRAIN: train,
                     **_export_passes(target, train["target_modules"], facts["num_hidden_layers"]),
-                    EXTRACT: {"type": "ExtractAdapters"},
+                    EXTRACT: _extract_pass(target),
                 },
                 "evaluate_input_model": False,
                 "cache_dir": str(workspace.olive_cache),

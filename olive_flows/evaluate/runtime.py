@@ -20,22 +20,16 @@ def provider_available(genai_provider: str | None) -> bool:
     return bool(check and check())
 
 
-def open_package(folder: Path, genai_provider: str | None) -> tuple[PackageRuntime, str | None]:
-    """``folder`` loaded on its own provider where this machine can run it, else on CPU, with the
-    reason it is not on its own provider (None when it is).
+def provider_load_failure(genai_provider: str, error: RuntimeError) -> str | None:
+    """Why this machine could not load ``genai_provider`` according to ``error``, or None when the
+    error is the package's own.
 
     onnxruntime-genai reports a provider available when its plugin file is installed; the CUDA
-    libraries that plugin links (onnxruntime-genai-cuda 0.14 links CUDA 12) are only found when the
-    model loads, so a load that fails with "interface not available" is this machine's gap, not
-    the package's."""
-    if not provider_available(genai_provider):
-        return PackageRuntime(folder), f"the {genai_provider} provider is not available here"
-    try:
-        return PackageRuntime(folder, genai_provider), None
-    except RuntimeError as exc:
-        if "interface not available" not in str(exc):
-            raise
-        return PackageRuntime(folder), f"the {genai_provider} provider failed to load here: {exc}"
+    libraries that plugin links (onnxruntime-genai-cuda 0.14 links CUDA 12) are only looked for
+    when a model loads, and a miss reads "... interface not available: Failed to load library"."""
+    if "interface not available" in str(error):
+        return f"the {genai_provider} provider failed to load here: {error}"
+    return None
 
 
 class PackageRuntime:

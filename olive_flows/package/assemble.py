@@ -32,6 +32,7 @@ BASE_FILE_PATTERNS = (
     "merges.txt",
 )
 EXTRACTED_ADAPTER = "adapter_weights.onnx_adapter"
+EXTRACTED_NPZ = "adapter_weights.npz"  # where metadata/targets.json: adapter_weights_format says numpy
 
 
 class PackageError(Exception):
@@ -92,7 +93,34 @@ def assemble(outputs: dict[str, Path], staging: Path) -> None:
             (staging / f).write_bytes(normalized[f])
     (staging / ADAPTER_DIR).mkdir()
     for adapter, folder in outputs.items():
-        extracted = folder / EXTRACTED_ADAPTER
-        if not extracted.is_file():
+        destination = staging / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}"
+        if (folder / EXTRACTED_ADAPTER).is_file():
+            shutil.copy2(folder / EXTRACTED_ADAPTER, destination)
+        elif (folder / EXTRACTED_NPZ).is_file():
+            onnx_adapter_from_npz(folder / EXTRACTED_NPZ, next(staging.glob("*.onnx")), destination)
+        else:
             raise PackageError(f"Olive's output for adapter '{adapter}' has no {EXTRACTED_ADAPTER} ({folder})")
-        shutil.copy2(extracted, staging / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}")
+
+
+def onnx_adapter_from_npz(weights: Path, graph: Path, destination: Path) -> None:
+    """Write the .npz adapter ``weights`` as an .onnx_adapter file, each tensor typed like the
+    ``graph`` input it binds to: numpy has no bfloat16, so the .npz holds bf16 tensors as raw
+    2-byte values that onnxruntime is told the type of."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    types = {i.name: i.type.tensor_type.elem_type for i in onnx.load(graph, load_external_data=False).graph.input}
+    parameters = {}
+    with np.load(weights) as arrays:
+        for name in arrays.files:
+            array = np.ascontiguousarray(arrays[name])
+            if types.get(name) == onnx.TensorProto.BFLOAT16:
+                parameters[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    array.view(np.uint16), onnx.TensorProto.BFLOAT16
+                )
+            else:
+                parameters[name] = ort.OrtValue.ortvalue_from_numpy(array)
+    adapter = ort.AdapterFormat()
+    adapter.set_parameters(parameters)
+    adapter.export_adapter(str(destination))
