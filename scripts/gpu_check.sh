@@ -2,9 +2,10 @@
 # The GPU checks in one command, on a Linux machine with an NVIDIA GPU:
 #   bash scripts/gpu_check.sh
 # Sets up .venv, swaps onnxruntime-genai for its CUDA build (same version, so Olive's ModelBuilder
-# pin holds), adds bitsandbytes for QLoRA, then runs the tests marked gpu: a CUDA package built and
-# smoke-tested on the GPU, QLoRA trained and exported, and the catalog's phi-lora and phi-qlora run
-# as written with a tiny random Phi-3 in place of the real one. Restore the CPU build with `make setup`.
+# pin holds), adds bitsandbytes for QLoRA, then runs the tests marked gpu: CUDA fp16, bf16 and int4
+# packages run through onnxruntime's CUDA provider and compared with the CPU packages, QLoRA trained
+# and exported, and the catalog's phi-lora and phi-qlora run as written with a tiny random Phi-3 in
+# place of the real one. Restore the CPU build with `make setup`.
 #
 # On a GPU machine without package index access, point PYTHON at an interpreter that already has
 # olive-flows' dependencies with a CUDA torch, onnxruntime-gpu, onnxruntime-genai-cuda and bitsandbytes:

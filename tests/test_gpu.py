@@ -1,5 +1,5 @@
-"""The GPU path: a CUDA package and QLoRA training on a tiny model. Skipped without a CUDA GPU;
-scripts/gpu_check.sh runs these on a GPU machine."""
+"""The GPU path: CUDA packages, QLoRA training and the catalog's Phi recipes on tiny models.
+Skipped without a CUDA GPU; scripts/gpu_check.sh runs these on a GPU machine."""
 
 from __future__ import annotations
 

@@ -46,9 +46,10 @@ def check_package(
         try:
             runtime = PackageRuntime(folder, provider)
         except RuntimeError as exc:
-            if not (provider and provider_load_failure(provider, exc)):
+            failure = provider and provider_load_failure(provider, exc)
+            if not failure:
                 raise
-            reason = provider_load_failure(provider, exc)
+            reason = failure
             runtime = PackageRuntime(folder)
         texts = smoke_check(runtime, settings["smoke_prompt"], settings["max_new_tokens"])
     except (PackageCheckFailed, RuntimeError) as exc:

@@ -191,14 +191,14 @@ def method_trains_the_named_modules(recipe: Recipe) -> Iterator[Problem]:
     """target_modules is not silently ignored: QLoRA in Olive 0.13 trains every linear layer."""
     arch = architecture_of(recipe)
     for name, adapter in recipe.adapters.items():
-        modules = adapter["target_modules"]
-        if not (arch and modules and metadata.load("methods")[adapter["method"]]["trains_every_linear"]):
+        modules, method = adapter["target_modules"], metadata.load("methods")[adapter["method"]]
+        if not (arch and modules and method["trains_every_linear"]):
             continue
         if sorted(modules) != sorted(arch["lora_modules"]):
             yield recipe.problem(
                 ("adapters", name, "target_modules"),
                 f"{adapter['method']} trains every linear layer ({', '.join(arch['lora_modules'])}): "
-                "Olive's QLoRA pass ignores target_modules, so this list would not be what is trained",
+                f"Olive's {method['olive_pass']} pass ignores target_modules, so this list would not be what is trained",
                 "remove target_modules, or use method: lora to train only these modules",
             )
 
