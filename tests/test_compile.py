@@ -71,7 +71,7 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     assert params["stats_path"].endswith(".json") and "/stats-contacts-" in params["stats_path"]
     assert data["eval_rows"]["pre_process_data_config"]["params"]["stats_path"] != params["stats_path"]
     assert data["train_rows"]["load_dataset_config"]["split"] == "train"
-    assert args["group_by_length"] is True
+    assert args["train_sampling_strategy"] == "group_by_length"
     assert config["systems"]["target"]["accelerators"] == [
         {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
     ]
@@ -139,3 +139,19 @@ def test_qlora_keeps_every_linear_layers_lora_out_of_int4(tmp_path):
     assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert "/model/layers.29/mlp/down_proj/lora_B/MatMul" in build["int4_nodes_to_exclude"]
     assert len(build["int4_nodes_to_exclude"]) == 30 * 7 * 2
+
+
+def test_every_training_argument_is_one_transformers_knows(tmp_path):
+    """Olive drops a training argument transformers' TrainingArguments lacks with only a log warning,
+    which is how group_by_length (gone in transformers 5) was silently ignored."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    jobs = compile_builtin("quickstart", tmp_path, "adapters.dates.training.group_by_length=false")
+    for job in jobs:
+        args = job.config["passes"]["train"]["training_args"]
+        assert set(args) <= known, set(args) - known
+    strategies = [j.config["passes"]["train"]["training_args"]["train_sampling_strategy"] for j in jobs]
+    assert strategies == ["group_by_length", "random"]

@@ -136,7 +136,8 @@ def _train_pass(
             "per_device_train_batch_size": training["batch_size"],
             "per_device_eval_batch_size": training["batch_size"],
             "gradient_accumulation_steps": training["grad_accum"],
-            "warmup_ratio": training["warmup_ratio"],
+            # transformers 5 has no warmup_ratio (Olive would drop it): the same warm-up, in steps
+            "warmup_steps": math.ceil(training["warmup_ratio"] * steps),
             "lr_scheduler_type": training["lr_scheduler"],
             "weight_decay": training["weight_decay"],
             "seed": training["seed"],
@@ -145,7 +146,8 @@ def _train_pass(
             "eval_strategy": "steps",
             "eval_steps": max(1, steps // EVALS_PER_TRAINING),
             "logging_steps": 1,
-            "group_by_length": training["group_by_length"],
+            # transformers 5 replaced group_by_length with this (Olive drops unknown arguments with a warning)
+            "train_sampling_strategy": "group_by_length" if training["group_by_length"] else "random",
             "report_to": training["report_to"] or "none",
             "disable_tqdm": True,
         },
