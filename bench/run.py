@@ -270,6 +270,15 @@ def report(r: dict[str, Any]) -> str:
         "| decode slowdown | " + " | ".join(f"{a['slowdown'][k]:.1%}" for k in ("r8", "r16", "r64")) + " |",
         "| adapter file (MB) | " + " | ".join(str(a["adapter_mb"][k]) for k in ("r8", "r16", "r64")) + " |",
         "",
+        *(
+            [
+                "A negative slowdown means the adapter decoded faster than the base in this run: the cost is below "
+                "this machine's run-to-run noise.",
+                "",
+            ]
+            if any(v < 0 for v in a["slowdown"].values())
+            else []
+        ),
         f"Switching adapters (new generator + set_active_adapter): {a['switch_ms']} ms; reloading a model of the "
         f"base's size, as switching between merged models needs: {a['reload_merged_model_ms']} ms.",
         f"A package with 4 adapters (r = 8, 16, 16, 64): {a['package_4_adapters_mb']} MB = "
