@@ -189,7 +189,7 @@ WHY_MISSED = {
     "train_vs_peft": lambda r: (
         f"{1 - r['ratios']['train_vs_peft']:.0%} slower over {r['training']['steps']} steps. Both run the same "
         "transformers Trainer on the same rows; olive-flows goes through Olive's LoRA pass (its own trainer "
-        "set-up and length-grouped sampler) and computes the loss on the answer tokens only."
+        "set-up) and computes the loss on the answer tokens only."
     ),
     "unchanged_rerun_s": lambda r: "process start-up, Olive's cache look-ups and the package fingerprint add up.",
 }

@@ -3,7 +3,8 @@
 Both runs train the same LoRA (the quickstart's contacts adapter, same rows, batch size, steps and
 max_seq_len) with Olive's own LoRA pass; only the data config differs:
   * olive-flows: rows tokenized by olive-flows' Olive data component, each batch padded only to its
-    longest row, rows of similar length batched together, loss on the assistant's answer;
+    longest row, loss on the assistant's answer (the recipe's settings, so length grouping only if
+    it asks for it);
   * Olive default: Olive's text-generation pre-processing with the chat template, which pads every
     row to max_seq_len and learns every token.
 The figure is non-padding tokens trained per second (the median of --repeats runs of each).

@@ -71,7 +71,7 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     assert params["stats_path"].endswith(".json") and "/stats-contacts-" in params["stats_path"]
     assert data["eval_rows"]["pre_process_data_config"]["params"]["stats_path"] != params["stats_path"]
     assert data["train_rows"]["load_dataset_config"]["split"] == "train"
-    assert args["train_sampling_strategy"] == "group_by_length"
+    assert args["train_sampling_strategy"] == "random", "group_by_length is off unless a recipe asks for it"
     assert config["systems"]["target"]["accelerators"] == [
         {"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}
     ]
@@ -149,7 +149,7 @@ def test_every_training_argument_is_one_transformers_knows(tmp_path):
     from transformers import TrainingArguments
 
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    jobs = compile_builtin("quickstart", tmp_path, "adapters.dates.training.group_by_length=false")
+    jobs = compile_builtin("quickstart", tmp_path, "adapters.contacts.training.group_by_length=true")
     for job in jobs:
         args = job.config["passes"]["train"]["training_args"]
         assert set(args) <= known, set(args) - known
