@@ -31,6 +31,7 @@ from olive_flows.workspace import Workspace
 
 BENCH = Path(__file__).parent
 REPO = BENCH.parent
+TRAIN_REPEATS = 4  # per side, in alternating order (training runs are long: fewer than --repeats)
 PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
 TARGETS = {
     "decode_vs_pytorch": (">=", 5.0),
@@ -127,20 +128,17 @@ def main() -> int:
             adapters.build_package(Path(tmp)), PROMPT, args.tokens, args.repeats
         )
         say("training: olive-flows against a plain peft + Trainer script")
-        ours, peft_runs = [], []
-        for repeat in range(2):
-            seconds, adapter, stats = training.olive_flows_seconds(args.train_steps, Path(tmp) / f"of-{repeat}")
-            ours.append(seconds)
-            peft_seconds, peft_tokens = training.peft_seconds(
-                manifest["base_model"]["path"], stats["rows_file"], adapter, args.train_steps, Path(tmp)
-            )
-            peft_runs.append(peft_seconds)
+        runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
+        adapter, stats = runs["adapter"], runs["stats"]
         rows = args.train_steps * adapter["training"]["batch_size"]
         results["training"] = {
             "steps": args.train_steps,
             "rows": rows,
-            "olive_flows_tokens_per_s": round(rows * stats["tokens"] / stats["examples"] / statistics.median(ours), 1),
-            "peft_tokens_per_s": round(rows * peft_tokens / statistics.median(peft_runs), 1),
+            "olive_flows_tokens_per_s": round(
+                rows * stats["tokens"] / stats["examples"] / statistics.median(runs["olive_flows_s"]), 1
+            ),
+            "peft_tokens_per_s": round(rows * runs["peft_mean_tokens"] / statistics.median(runs["peft_s"]), 1),
+            "train_runtime_s": {"olive_flows": runs["olive_flows_s"], "peft": runs["peft_s"]},
         }
 
     say("engine: validate, compile, unchanged re-run")
@@ -289,7 +287,10 @@ def report(r: dict[str, Any]) -> str:
         "",
         f"{r['training']['steps']} steps, {r['training']['rows']} rows: olive-flows "
         f"{r['training']['olive_flows_tokens_per_s']} non-padding tokens/s, plain peft + Trainer script "
-        f"{r['training']['peft_tokens_per_s']} tokens/s.",
+        f"{r['training']['peft_tokens_per_s']} tokens/s (medians of {len(r['training']['train_runtime_s']['peft'])} "
+        "runs each, after an untimed warm-up, the two taking turns to go first: the first training in a process "
+        f"is the slowest). Trainer runtimes (s): olive-flows {r['training']['train_runtime_s']['olive_flows']}, "
+        f"peft {r['training']['train_runtime_s']['peft']}.",
         "",
         "## Engine",
         "",

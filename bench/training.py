@@ -3,6 +3,9 @@
 Same model, rows, LoRA settings, batch size, learning rate and steps. The plain script is what a
 user would write: chat template, truncation to max_seq_len, dynamic padding to the longest row of
 each batch, loss on every token. The figure is non-padding tokens trained per second.
+
+The first training in a process runs slower than the ones after it, so
+``side_by_side`` runs an untimed warm-up first and alternates which of the two goes first.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +83,22 @@ def peft_seconds(model_path: str, rows_file: str, adapter: dict[str, Any], steps
     started = time.perf_counter()
     output = Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
     return output.metrics.get("train_runtime", time.perf_counter() - started), mean_tokens
+
+
+def side_by_side(model_path: str, steps: int, repeats: int, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """``repeats`` timed runs of each, after a warm-up, in alternating order (olive-flows first, then
+    the plain script first, ...), so that neither always pays for what the other leaves behind."""
+    say("training warm-up (not timed)")
+    _, adapter, stats = olive_flows_seconds(2, work / "warm-up")
+    ours: list[float] = []
+    plain: list[float] = []
+    for repeat in range(repeats):
+        order = ("olive-flows", "peft") if repeat % 2 == 0 else ("peft", "olive-flows")
+        for who in order:
+            if who == "olive-flows":
+                seconds, adapter, stats = olive_flows_seconds(steps, work / f"of-{repeat}")
+                ours.append(seconds)
+            else:
+                seconds, mean_tokens = peft_seconds(model_path, stats["rows_file"], adapter, steps, work)
+                plain.append(seconds)
+    return {"olive_flows_s": ours, "peft_s": plain, "adapter": adapter, "stats": stats, "peft_mean_tokens": mean_tokens}
