@@ -92,25 +92,33 @@ def assemble(outputs: dict[str, Path], staging: Path) -> None:
         else:
             (staging / f).write_bytes(normalized[f])
     (staging / ADAPTER_DIR).mkdir()
+    input_types: dict[str, int] = {}  # of the package's graph, read once when a first .npz needs them
     for adapter, folder in outputs.items():
         destination = staging / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}"
         if (folder / EXTRACTED_ADAPTER).is_file():
             shutil.copy2(folder / EXTRACTED_ADAPTER, destination)
         elif (folder / EXTRACTED_NPZ).is_file():
-            onnx_adapter_from_npz(folder / EXTRACTED_NPZ, next(staging.glob("*.onnx")), destination)
+            input_types = input_types or graph_input_types(next(staging.glob("*.onnx")))
+            onnx_adapter_from_npz(folder / EXTRACTED_NPZ, input_types, destination)
         else:
             raise PackageError(f"Olive's output for adapter '{adapter}' has no {EXTRACTED_ADAPTER} ({folder})")
 
 
-def onnx_adapter_from_npz(weights: Path, graph: Path, destination: Path) -> None:
+def graph_input_types(graph: Path) -> dict[str, int]:
+    """ONNX element type of each input of ``graph`` (weights left on disk)."""
+    import onnx
+
+    return {i.name: i.type.tensor_type.elem_type for i in onnx.load(graph, load_external_data=False).graph.input}
+
+
+def onnx_adapter_from_npz(weights: Path, types: dict[str, int], destination: Path) -> None:
     """Write the .npz adapter ``weights`` as an .onnx_adapter file, each tensor typed like the
-    ``graph`` input it binds to: numpy has no bfloat16, so the .npz holds bf16 tensors as raw
-    2-byte values that onnxruntime is told the type of."""
+    graph input it binds to (``types``: graph_input_types): numpy has no bfloat16, so the .npz
+    holds bf16 tensors as raw 2-byte values that onnxruntime is told the type of."""
     import numpy as np
     import onnx
     import onnxruntime as ort
 
-    types = {i.name: i.type.tensor_type.elem_type for i in onnx.load(graph, load_external_data=False).graph.input}
     parameters = {}
     with np.load(weights) as arrays:
         for name in arrays.files:

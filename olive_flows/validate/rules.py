@@ -151,12 +151,9 @@ def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
         for other in shipped[1:]:
             modules = effective_target_modules(recipe, other, arch)
             if sorted(modules or []) != sorted(expected or []):
-                every_linear = [
-                    m
-                    for m in (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
-                    if metadata.load("methods")[m]["trains_every_linear"]
-                ]
-                why = f" ({every_linear[0]} trains every linear layer)" if every_linear else ""
+                methods = (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
+                every_linear = next((m for m in methods if metadata.load("methods")[m]["trains_every_linear"]), None)
+                why = f" ({every_linear} trains every linear layer)" if every_linear else ""
                 yield recipe.problem(
                     ("adapters", other, "target_modules"),
                     f"target modules {modules} differ from adapter '{first}' ({expected}){why}, and both ship in "
