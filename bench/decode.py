@@ -135,3 +135,15 @@ def weight_bytes_per_token(model_file: Path) -> int:
         else:
             total += len(tensor.raw_data) or int(np.prod(tensor.dims)) * 4
     return total
+
+
+def gguf_bytes_per_token(gguf: Path) -> int:
+    """Bytes of weights llama.cpp reads per token from a GGUF file: every tensor but the embedding
+    table, of which it reads one row, unless the table is also the output layer (tied, no
+    output.weight), which reads all of it."""
+    from gguf import GGUFReader
+
+    tensors = {tensor.name: int(tensor.n_bytes) for tensor in GGUFReader(gguf).tensors}
+    if "output.weight" in tensors:
+        tensors.pop("token_embd.weight", None)
+    return sum(tensors.values())

@@ -89,3 +89,29 @@ def test_olive_loads_the_pass_from_the_package_config():
     config = OlivePackageConfig.parse_file_or_obj(package_config())
     assert config.import_pass_module("OnnxQ41Quantization").__name__ == "OnnxQ41Quantization"
     assert config.import_pass_module("ModelBuilder").__name__ == "ModelBuilder", "Olive's own passes stay"
+
+
+def test_matmuls_sharing_an_input_become_one_kernel_with_the_same_outputs():
+    """q/k/v-like MatMuls of one input pack into one MatMulNBits (block sums included), split back
+    to their own output names; exact at accuracy_level 1, near at 4 (int8 activations)."""
+    widths = (48, 16, 16)
+    weights = [q4_1_grid_weight()[:, :width] for width in widths]
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"], name=f"/proj{i}/MatMul") for i in range(3)]
+    nodes.append(helper.make_node("Concat", ["y0", "y1", "y2"], ["logits"], name="concat", axis=-1))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", K])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", sum(widths)])],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    x = rng.normal(size=(2, 5, K)).astype(np.float32)
+    expected = run(model, x)
+
+    exact = quantize_q4_1(onnx.load_from_string(model.SerializeToString()), BLOCK, 1, set(), set())
+    assert [n.op_type for n in exact.graph.node].count("MatMulNBits") == 1
+    assert "MatMul" in [n.op_type for n in exact.graph.node], "the block offsets"
+    np.testing.assert_allclose(run(exact, x), expected, rtol=1e-4, atol=1e-5)
+    fast = run(quantize_q4_1(model, BLOCK, 4, set(), set()), x)
+    assert np.abs(fast - expected).mean() < 0.01 * np.abs(expected).mean(), "int8 activations: about 0.5%"

@@ -4,14 +4,15 @@ Q4_1 keeps a float minimum per block. ONNX Runtime's MatMulNBits only has intege
 fast CPU path, so an int4 export re-rounds every block's minimum to the nearest step and moves the
 whole block by up to half a step. For weights that are already on a Q4_1 grid (a model converted
 from a Q4_1 GGUF, like the built-in SmolLM2) that double rounding cost 24% perplexity; this pass
-keeps them exact. Each MatMul becomes
+keeps them exact. The MatMuls that read the same input (q/k/v, gate/up, or one alone) become
 
-    MatMulNBits(x, q, d)            the 4-bit part, symmetric kernel (implicit zero point 8)
-    + ReduceSum_32(x) @ (m + 8 d)   the block offsets: one float per block and output column
+    MatMulNBits(x, [q | 1], [d | 1])  4-bit codes of every MatMul side by side, plus one column per
+                                      block that sums x over it (symmetric kernel, zero point 8)
+    + sums @ (m + 8 d)                the block offsets: one float per block and output column
 
-The block sums are computed once per input (q/k/v and gate/up share theirs); the offsets still cost
-one small MatMul and an Add per projection (a fifth to a quarter of decode speed on a 135M model,
-less on larger ones). The nodes in ``int8_nodes`` (the LM head) get 8-bit round-to-nearest
+and a Split back to each MatMul's output. The offsets MatMul and its Add still cost a 135M model
+about a sixth of its decode speed (less on larger ones): it is a single-threaded fp32 GEMV over as
+many bytes as the scales. The nodes in ``int8_nodes`` (the LM head) get 8-bit round-to-nearest
 through onnxruntime's MatMulNBitsQuantizer, which keeps the graph's output names. Olive cannot load
 a pass from a workflow config, so olive-flows hands Olive a package config that names this module
 (``package_config()`` in run/olive.py, written next to the compiled configs for ``olive run``).
@@ -35,7 +36,7 @@ from onnx import helper, numpy_helper
 LEVELS = 15  # 4 bits
 # Part of the pass config, so Olive's cache (keyed on pass configs, not code) never returns a graph
 # an older version of this pass wrote. Bump it when the output graph changes.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 IMPLICIT_ZERO = 8  # MatMulNBits' zero point when the model gives none
 
 
@@ -51,45 +52,72 @@ def q4_1_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.nda
     return codes, step.astype(np.float32), low.astype(np.float32)
 
 
-def _block_sums(x: str, k: int, block_size: int) -> tuple[str, list[onnx.NodeProto], onnx.TensorProto]:
-    """Sums of ``x`` (batch, sequence, K as in ModelBuilder's graphs) over each block of ``block_size``
-    along K: the tensor's name, the nodes and the Reshape's shape. Computed once per input: q/k/v
-    (and gate/up) share theirs."""
-    sums, shape = f"{x}_q4_1_sums", f"q4_1_blocks_{k}"
-    nodes = [
-        helper.make_node("Reshape", [x, shape], [f"{x}_q4_1_blocks"], name=f"{x}_q4_1_blocks"),
-        helper.make_node("ReduceSum", [f"{x}_q4_1_blocks", "q4_1_last_axis"], [sums], name=sums, keepdims=0),
-    ]
-    return sums, nodes, numpy_helper.from_array(np.array([0, 0, k // block_size, block_size], np.int64), shape)
+def _sum_columns(k: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and steps of K/block extra output columns that sum ``x`` over each block: column j
+    weighs the inputs of block j by 1 (code 9 against the implicit zero point 8) and the rest by 0.
+    Sums taken inside MatMulNBits are sums of the activations the kernel actually multiplied (int8
+    at accuracy_level 4), so the offsets meet the same activations as the codes: Q4_1 weights times
+    quantized activations, as llama.cpp's Q4_1 x Q8_1 dot product computes."""
+    blocks = k // block_size
+    codes = np.full((blocks, blocks, block_size), IMPLICIT_ZERO, np.uint8)
+    codes[np.arange(blocks), np.arange(blocks)] = IMPLICIT_ZERO + 1
+    return codes, np.ones((blocks, blocks), np.float32)
 
 
-def _q4_1_nodes(node: onnx.NodeProto, weight: np.ndarray, block_size: int, accuracy_level: int, sums: str):
-    """The nodes and initializers that replace ``node`` (x @ weight) with the same output name."""
-    k, n = weight.shape
-    codes, step, low = q4_1_blocks(weight, block_size)
-    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    name, out, prefix = node.name, node.output[0], node.input[1]
+def _q4_1_group(
+    x: str, group: list[tuple[onnx.NodeProto, np.ndarray]], block_size: int, accuracy_level: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes and initializers that replace the MatMuls of ``group`` (all reading ``x``, each with
+    its (K, N) weight) by one MatMulNBits, keeping each MatMul's output name. Per input: one
+    MatMulNBits, a Split, one offsets MatMul and an Add (and a Split back to the MatMuls), where
+    one kernel and offsets per MatMul plus a Reshape and ReduceSum for the sums decoded the
+    quickstart package about 5% slower."""
+    k = group[0][1].shape[0]
+    blocks = k // block_size
+    codes, steps, offsets = [], [], []
+    for _, weight in group:
+        code, step, low = q4_1_blocks(weight, block_size)
+        codes.append(code)
+        steps.append(step)
+        offsets.append((low + IMPLICIT_ZERO * step).T)
+    sum_codes, sum_steps = _sum_columns(k, block_size)
+    codes, steps = np.concatenate([*codes, sum_codes]), np.concatenate([*steps, sum_steps])
+    widths = [weight.shape[1] for _, weight in group]
+    n = sum(widths)
+    name = group[0][0].name if len(group) == 1 else f"{x}_packed"
     initializers = [
-        numpy_helper.from_array(packed, f"{prefix}_Q4_1"),
-        numpy_helper.from_array(step, f"{prefix}_scales"),
-        numpy_helper.from_array((low + IMPLICIT_ZERO * step).T.copy(), f"{prefix}_offsets"),
+        numpy_helper.from_array(codes[..., 0::2] | (codes[..., 1::2] << 4), f"{name}_Q4_1_codes"),
+        numpy_helper.from_array(steps, f"{name}_Q4_1_scales"),
+        numpy_helper.from_array(np.concatenate(offsets, axis=1), f"{name}_Q4_1_offsets"),
+        numpy_helper.from_array(np.array([n, blocks], np.int64), f"{name}_Q4_1_split"),
     ]
+    packed, sums, offset = f"{name}_Q4_1_out", f"{name}_Q4_1_sums", f"{name}_Q4_1_offset"
+    total = group[0][0].output[0] if len(group) == 1 else f"{name}_Q4_1_total"
     nodes = [
         helper.make_node(
             "MatMulNBits",
-            [node.input[0], f"{prefix}_Q4_1", f"{prefix}_scales"],
-            [f"{out}_q4"],
+            [x, f"{name}_Q4_1_codes", f"{name}_Q4_1_scales"],
+            [f"{packed}_all"],
             name=f"{name}_Q4_1",
             domain="com.microsoft",
             K=k,
-            N=n,
+            N=n + blocks,
             bits=4,
             block_size=block_size,
             accuracy_level=accuracy_level,
         ),
-        helper.make_node("MatMul", [sums, f"{prefix}_offsets"], [f"{out}_offsets"], name=f"{name}_offsets"),
-        helper.make_node("Add", [f"{out}_q4", f"{out}_offsets"], [out], name=f"{name}_Q4_1_add"),
+        helper.make_node(
+            "Split", [f"{packed}_all", f"{name}_Q4_1_split"], [packed, sums], name=f"{name}_Q4_1_sums", axis=-1
+        ),
+        helper.make_node("MatMul", [sums, f"{name}_Q4_1_offsets"], [offset], name=f"{name}_Q4_1_offsets"),
+        helper.make_node("Add", [packed, offset], [total], name=f"{name}_Q4_1_add"),
     ]
+    if len(group) > 1:
+        initializers.append(numpy_helper.from_array(np.array(widths, np.int64), f"{name}_Q4_1_widths"))
+        outputs = [node.output[0] for node, _ in group]
+        nodes.append(
+            helper.make_node("Split", [total, f"{name}_Q4_1_widths"], outputs, name=f"{name}_Q4_1_unpack", axis=-1)
+        )
     return nodes, initializers
 
 
@@ -100,8 +128,7 @@ def quantize_q4_1(
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
     uses = Counter(name for node in graph.node for name in node.input)
-    replaced: dict[str, list[onnx.NodeProto]] = {}
-    sums_of: dict[str, str] = {}
+    groups: dict[str, list[tuple[onnx.NodeProto, np.ndarray]]] = {}
     for node in graph.node:
         init = weights.get(node.input[1]) if node.op_type == "MatMul" else None
         if init is None or node.name in exclude or node.name in int8_nodes or len(init.dims) != 2:
@@ -111,20 +138,16 @@ def quantize_q4_1(
         k, n = init.dims
         if k == 0 or n == 0 or k % block_size:
             continue
-        replaced[node.name] = []
-        if node.input[0] not in sums_of:
-            sums_of[node.input[0]], replaced[node.name], shape = _block_sums(node.input[0], k, block_size)
-            if shape.name not in weights:
-                graph.initializer.append(shape)
-                weights[shape.name] = shape
-        nodes, initializers = _q4_1_nodes(
-            node, numpy_helper.to_array(init), block_size, accuracy_level, sums_of[node.input[0]]
-        )
-        replaced[node.name] += nodes
+        groups.setdefault(node.input[0], []).append((node, numpy_helper.to_array(init)))
         graph.initializer.remove(init)
-        graph.initializer.extend(initializers)
-    if replaced:
-        graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "q4_1_last_axis"))
+    if groups:
+        # Each group's nodes go where its first MatMul was: they read only its input and constants.
+        replaced: dict[str, list[onnx.NodeProto]] = {}
+        for x, group in groups.items():
+            nodes, initializers = _q4_1_group(x, group, block_size, accuracy_level)
+            replaced[group[0][0].name] = nodes
+            replaced.update((node.name, []) for node, _ in group[1:])
+            graph.initializer.extend(initializers)
         nodes = [new for node in graph.node for new in replaced.get(node.name, [node])]
         del graph.node[:]
         graph.node.extend(nodes)
