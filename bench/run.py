@@ -118,6 +118,7 @@ def main() -> int:
     results["bandwidth"] = {
         "copy_gb_s": round(bandwidth, 2),
         "weight_mb_per_token": round(per_token / 1e6, 1),
+        "llamacpp_weight_mb_per_token": round(decode.gguf_bytes_per_token(_gguf()) / 1e6, 1),
         "bound_tokens_per_s": round(bound, 1),
         "fraction_reached": round(results["decode"]["package_int4"]["base"]["tokens_per_s"] / bound, 3),
     }
@@ -168,16 +169,20 @@ def _gguf() -> Path:
 WHY_MISSED = {
     "decode_vs_pytorch": lambda r: "see the decode table below.",
     "decode_vs_llamacpp": lambda r: (
-        f"{1 - r['ratios']['decode_vs_llamacpp']:.0%} slower. Both decode the same Q4_1 weights; llama.cpp has a "
-        "Q4_1 kernel, while the package keeps the float block minima exactly with MatMulNBits plus a block-sum "
-        "MatMul per projection (MatMulNBits' fast CPU path only has integer zero points), four small extra graph "
-        "nodes per projection that cost a 135M model more than its "
-        f"{r['bandwidth']['weight_mb_per_token']} MB of weights per token. targets.<name>.int4.algorithm: "
-        "k_quant_mixed (the schema default) decodes faster but rounds these weights a second time (README: "
-        "+24% base perplexity)."
+        f"{1 - r['ratios']['decode_vs_llamacpp']:.0%} slower. Both decode the same Q4_1 weights and both are "
+        f"bound by memory traffic: the package reads {r['bandwidth']['weight_mb_per_token']} MB of weights per "
+        f"token, llama.cpp {r['bandwidth']['llamacpp_weight_mb_per_token']} MB. MatMulNBits takes its block "
+        "scales in the activations' type, so on this fp32 graph each block of 32 weights carries an fp32 step "
+        "and an fp32 minimum (GGUF: fp16 each), and the minima go through a separate offsets MatMul and Add per "
+        "projection: onnxruntime's fast kernel already adds a float per-block term, but fills it only from "
+        "integer zero points (a float zero point takes a dequantize-then-multiply path, about 28x slower on a "
+        "576x1536 weight). targets.<name>.int4.algorithm: k_quant_mixed (the schema default) decodes faster "
+        "but rounds these weights a second time (README: +24% base perplexity)."
     ),
     "adapter_r16_slowdown": lambda r: "the LoRA MatMuls run in fp32 beside the int4 base; a larger rank costs more.",
-    "adapter_switch_ms": lambda r: "switching includes creating a generator.",
+    "adapter_switch_ms": lambda r: (
+        f"switching includes creating a generator; {r['adapters']['switch_seeded_ms']} ms with random_seed set."
+    ),
     "package_4_adapters_vs_base": lambda r: (
         f"{r['ratios']['package_4_adapters_vs_base'] - 1.1:.3f} over. The four adapters here include one at r=64 "
         f"({r['adapters']['adapter_mb'].get('r64')} MB); adapters are stored in fp32 by Olive's ExtractAdapters, "
@@ -259,7 +264,8 @@ def report(r: dict[str, Any]) -> str:
         "",
         f"Memory-bandwidth bound: {b['weight_mb_per_token']} MB of weights per token over a measured copy bandwidth "
         f"of {b['copy_gb_s']} GB/s = {b['bound_tokens_per_s']} tokens/s; the base package reaches "
-        f"{b['fraction_reached']:.0%} of it.",
+        f"{b['fraction_reached']:.0%} of it. llama.cpp reads {b['llamacpp_weight_mb_per_token']} MB of the GGUF per "
+        "token.",
         "",
         "## Adapters",
         "",
@@ -277,8 +283,10 @@ def report(r: dict[str, Any]) -> str:
             if any(v < 0 for v in a["slowdown"].values())
             else []
         ),
-        f"Switching adapters (new generator + set_active_adapter): {a['switch_ms']} ms; reloading a model of the "
-        f"base's size, as switching between merged models needs: {a['reload_merged_model_ms']} ms.",
+        f"Switching adapters (new generator + set_active_adapter): {a['switch_ms']} ms, {a['switch_seeded_ms']} ms "
+        "with the search option random_seed set (without one, onnxruntime-genai seeds every new generator from 624 "
+        "draws of std::random_device, the CPU's RDRAND instruction, slow on some virtual machines); reloading a "
+        f"model of the base's size, as switching between merged models needs: {a['reload_merged_model_ms']} ms.",
         f"A package with 4 adapters (r = 8, 16, 16, 64): {a['package_4_adapters_mb']} MB = "
         f"{a['package_4_adapters_vs_base']}x the base model ({a['base_model_mb']} MB); 4 merged models: "
         f"{a['four_merged_models_mb']} MB.",
