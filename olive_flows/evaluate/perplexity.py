@@ -92,12 +92,7 @@ class PyTorchScorer:
 
 def onnx_logits(runtime: Any, example: Encoded, adapter: str | None) -> np.ndarray:
     """Logits for every position of ``example`` from the exported package (onnxruntime-genai)."""
-    og = runtime._og
-    params = og.GeneratorParams(runtime.model)
-    params.set_search_options(max_length=len(example.input_ids) + 1)
-    generator = og.Generator(runtime.model, params)
-    if adapter:
-        generator.set_active_adapter(runtime.adapters, adapter)
+    generator = runtime.generator(len(example.input_ids) + 1, adapter)
     generator.append_tokens(example.input_ids)
     return np.asarray(generator.get_output("logits"))[0]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ADAPTER_DIR = "adapters"
 ADAPTER_SUFFIX = ".onnx_adapter"
@@ -57,18 +58,23 @@ class PackageRuntime:
         text = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(text))
 
+    def generator(self, max_length: int, adapter: str | None = None, **options: Any) -> Any:
+        """A greedy generator of up to ``max_length`` tokens with ``adapter`` active (None: the base).
+        Seeded although greedy decoding draws nothing: without a seed onnxruntime-genai seeds every
+        new generator from 624 reads of the CPU's RDRAND, 15 ms on some virtual machines."""
+        params = self._og.GeneratorParams(self.model)
+        params.set_search_options(max_length=max_length, do_sample=False, random_seed=0, **options)
+        generator = self._og.Generator(self.model, params)
+        if adapter:
+            generator.set_active_adapter(self.adapters, adapter)
+        return generator
+
     def stream(
         self, messages: list[dict[str, str]], adapter: str | None = None, max_new_tokens: int = 64
     ) -> Iterator[str]:
         """Greedy generation, yielding decoded text piece by piece; ``adapter`` None is the base model."""
         tokens = self.prompt_tokens(messages)
-        params = self._og.GeneratorParams(self.model)
-        # A fixed seed: greedy decoding draws nothing, and without one onnxruntime-genai seeds each new
-        # generator from 624 reads of the CPU's RDRAND (15 ms on some virtual machines).
-        params.set_search_options(max_length=len(tokens) + max_new_tokens, do_sample=False, random_seed=0)
-        generator = self._og.Generator(self.model, params)
-        if adapter:
-            generator.set_active_adapter(self.adapters, adapter)
+        generator = self.generator(len(tokens) + max_new_tokens, adapter)
         generator.append_tokens(tokens)
         decoder = self.tokenizer.create_stream()
         stop = set(self.tokenizer.eos_token_ids)

@@ -15,16 +15,11 @@ def decode_speed(
     The prompt's prefill is timed separately (time to first token); tokens/s covers the tokens after
     the first, so it measures decoding alone.
     """
-    og = runtime._og
     prompt = runtime.prompt_tokens(messages)
+    length = len(prompt) + new_tokens
     first, rates = [], []
     for _ in range(repeats):
-        params = og.GeneratorParams(runtime.model)
-        length = len(prompt) + new_tokens
-        params.set_search_options(max_length=length, min_length=length, do_sample=False)
-        generator = og.Generator(runtime.model, params)
-        if adapter:
-            generator.set_active_adapter(runtime.adapters, adapter)
+        generator = runtime.generator(length, adapter, min_length=length)
         started = time.perf_counter()
         generator.append_tokens(prompt)
         generator.generate_next_token()
