@@ -1,7 +1,8 @@
 """Training throughput: olive-flows' data handling against Olive's default, side by side.
 
 Both runs train the same LoRA (the quickstart's contacts adapter, same rows, batch size, steps and
-max_seq_len) with Olive's own LoRA pass; only the data config differs:
+max_seq_len) with the compiled training pass (Olive's LoRA pass, logits only where a label is);
+only the data config differs:
   * olive-flows: rows tokenized by olive-flows' Olive data component, each batch padded only to its
     longest row, loss on the assistant's answer (the recipe's settings, so length grouping only if
     it asks for it);

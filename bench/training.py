@@ -2,7 +2,10 @@
 
 Same model, rows, LoRA settings, batch size, learning rate and steps. The plain script is what a
 user would write: chat template, truncation to max_seq_len, dynamic padding to the longest row of
-each batch, loss on every token. The figure is non-padding tokens trained per second.
+each batch, loss on every token. The figure is non-padding tokens trained per second. olive-flows
+learns the answers only and computes logits only at the positions that predict them; the plain
+script computes every logit (masking the prompt's labels, as a script learning only the answers
+would, leaves its cost the same).
 
 The first training in a process runs slower than the ones after it, so
 ``side_by_side`` runs an untimed warm-up first and alternates which of the two goes first.

@@ -27,7 +27,12 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     assert list(config["passes"]) == ["train", "build", "quantize", "extract"], "int4 q4_1: fp32 build + Q4_1 pass"
     train, build = config["passes"]["train"], config["passes"]["build"]
     assert build["precision"] == "fp32" and config["passes"]["quantize"]["type"] == "OnnxQ41Quantization"
-    assert train["type"] == "LoRA" and train["r"] == 16 and train["alpha"] == 32 and train["lora_dropout"] == 0.05
+    assert (
+        train["type"] == "OliveFlowsLoRA"
+        and train["r"] == 16
+        and train["alpha"] == 32
+        and train["lora_dropout"] == 0.05
+    )
     assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"], "llama default from metadata"
     args = train["training_args"]
     assert args["max_steps"] == 100 and "num_train_epochs" not in args
@@ -135,7 +140,7 @@ def test_qlora_keeps_every_linear_layers_lora_out_of_int4(tmp_path):
         "targets.cpu.int4.algorithm=k_quant_mixed",
     )
     train, build = jobs[0].config["passes"]["train"], jobs[0].config["passes"]["build"]
-    assert train["type"] == "QLoRA"
+    assert train["type"] == "OliveFlowsQLoRA"
     assert train["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert "/model/layers.29/mlp/down_proj/lora_B/MatMul" in build["int4_nodes_to_exclude"]
     assert len(build["int4_nodes_to_exclude"]) == 30 * 7 * 2

@@ -49,8 +49,9 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
         accelerator = job.config["systems"]["target"]["accelerators"][0]
         assert accelerator == {"device": PROFILES[provider]["olive_device"], "execution_providers": [provider]}
         chain = [p["type"] for p in job.config["passes"].values()]
-        method_pass = metadata.load("methods")[recipe.adapters[job.adapter]["method"]]["olive_pass"]
-        assert chain[0] == method_pass and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
+        method = metadata.load("methods")[recipe.adapters[job.adapter]["method"]]
+        method_pass = method["olive_pass"]
+        assert chain[0] == method["pass"] and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
         reference = REFERENCE.get(provider)
         if reference:
             assert accelerator["device"] == reference["device"], reference["source"]
@@ -59,7 +60,13 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
                 assert job.config["passes"]["train"]["torch_dtype"] == reference["train_dtype"], reference["source"]
 
 
-TRAINING = {"LoRA", "QLoRA", "DoRA"}
+# Olive's training passes (in Olive's examples) and olive-flows' subclasses of them (compiled)
+TRAINING = {
+    method[key]
+    for name, method in metadata.load("methods").items()
+    if not name.startswith("_")
+    for key in ("olive_pass", "pass")
+}
 
 
 def _steps(chain: list[str], other: list[str]) -> list[str]:

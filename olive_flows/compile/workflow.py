@@ -122,7 +122,7 @@ def _train_pass(
         _data_config(EVAL_DATA, data.eval_file, eval_tokens),
     ]
     train = {
-        "type": metadata.load("methods")[spec["method"]]["olive_pass"],
+        "type": metadata.load("methods")[spec["method"]]["pass"],
         "r": spec["r"],
         "alpha": spec["alpha"],
         "lora_dropout": spec["dropout"],

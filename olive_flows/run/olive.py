@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from olive_flows import metadata
 from olive_flows.run.capture import output_to
 
 LOG_TAIL_LINES = 40
@@ -30,14 +31,21 @@ OWN_PASSES = {
         "supported_precisions": ["int4"],
     }
 }
+TRAIN_PASSES = "olive_flows.run.train_pass"
 
 
 def package_config() -> dict[str, Any]:
     """Olive's own package config plus olive-flows' passes; ``olive run --package-config`` takes it too.
-    Read from Olive's folder without importing Olive, which would add seconds to every compile."""
+    Read from Olive's folder without importing Olive, which would add seconds to every compile.
+    Each training pass (metadata/methods.json) is registered like the Olive pass it extends."""
     olive_dir = Path(next(iter(importlib.util.find_spec("olive").submodule_search_locations)))
     config = json.loads((olive_dir / "olive_config.json").read_text(encoding="utf-8"))
-    config["passes"] = {**config["passes"], **OWN_PASSES}
+    training = {
+        method["pass"]: {**config["passes"][method["olive_pass"]], "module_path": f"{TRAIN_PASSES}.{method['pass']}"}
+        for name, method in metadata.load("methods").items()
+        if not name.startswith("_")
+    }
+    config["passes"] = {**config["passes"], **OWN_PASSES, **training}
     return config
 
 

@@ -146,8 +146,9 @@ def _run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings:
     train = job.config["passes"]["train"]
     _drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
     target = recipe.targets[job.target]
+    method = metadata.load("methods")[recipe.adapters[job.adapter]["method"]]["olive_pass"]
     console.say(
-        f"{job.name}: {train['type']} r={train['r']} on {','.join(train['target_modules'])}, "
+        f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, "
         f"then {target['precision']} export for {provider_of(target)}"
     )
     (run_dir / "olive").mkdir(exist_ok=True)
