@@ -29,7 +29,7 @@ logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lin
 def keeps_chosen_logits(model: Any) -> bool:
     """Whether ``model`` (a peft model or a plain one) projects only the positions a boolean
     ``logits_to_keep`` marks and computes its loss with ForCausalLMLoss, which accepts
-    ``shift_labels``: true of transformers' own causal LMs since 5.0, not of remote code."""
+    ``shift_labels``: true of the causal LMs transformers 5 ships, not of remote code."""
     import torch
     from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
     from transformers.modeling_utils import slice_logits_to_keep
