@@ -78,6 +78,22 @@ def tiny_model(tmp_path_factory, smollm2_folder):
     return make
 
 
+@pytest.fixture
+def tiny_job(tiny_model, tmp_path):
+    """The first compiled job (train, export) of ``tiny_recipe`` on the tiny Llama, 12 rows per dataset."""
+    from olive_flows.compile.workflow import compile_recipe
+    from olive_flows.data.prepare import prepare_dataset
+    from olive_flows.models.resolve import model_facts, model_ref
+    from olive_flows.recipe.load import load_recipe
+    from olive_flows.workspace import Workspace
+
+    recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"), rows=12))
+    workspace = Workspace.of(recipe)
+    ref = model_ref(recipe)
+    datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
+    return compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)[0]
+
+
 def write_recipe(folder: Path, recipe: dict, rows: int = 40) -> Path:
     """Write ``recipe`` to folder/recipe.yaml with the first ``rows`` rows of each quickstart dataset."""
     data = folder / "data"

@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_recipe, write_recipe
 
-from olive_flows.compile.workflow import compile_recipe
-from olive_flows.data.prepare import prepare_dataset
-from olive_flows.models.resolve import model_facts, model_ref
-from olive_flows.recipe.load import load_recipe
 from olive_flows.run.olive import PassFailed, run_workflow
-from olive_flows.workspace import Workspace
-
-
-@pytest.fixture
-def tiny_job(tiny_model, tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"), rows=12))
-    workspace = Workspace.of(recipe)
-    ref = model_ref(recipe)
-    datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
-    return compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)[0]
 
 
 def test_pruned_pass_is_named_with_olives_reason(tiny_job, tmp_path):

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 import torch
-from conftest import QUICKSTART_DATA, tiny_recipe, write_recipe
+from conftest import QUICKSTART_DATA
 from olive.passes.pytorch.lora import LoRA
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from olive_flows.compile.workflow import compile_recipe
-from olive_flows.data.prepare import prepare_dataset
 from olive_flows.data.tokenize import encode
-from olive_flows.models.resolve import model_facts, model_ref
-from olive_flows.recipe.load import load_recipe
 from olive_flows.run.olive import package_config, run_workflow
 from olive_flows.run.train_pass import keep_learned_logits, keeps_chosen_logits
-from olive_flows.workspace import Workspace
 
 
 def lora_model(folder) -> torch.nn.Module:
@@ -37,7 +33,7 @@ def olive_batch(folder, rows: int = 3) -> dict[str, torch.Tensor]:
     """A batch of quickstart rows, answer tokens learned, as Olive's LoRA collator pads it."""
     tokenizer = AutoTokenizer.from_pretrained(folder)
     lines = (QUICKSTART_DATA / "contacts.jsonl").read_text().splitlines()[:rows]
-    examples = [encode(tokenizer, {"messages": json.loads(line)["messages"]}, 96) for line in lines]
+    examples = [encode(tokenizer, json.loads(line), 96) for line in lines]
     samples = [
         {
             "input_ids": torch.tensor(e.input_ids),
@@ -49,7 +45,7 @@ def olive_batch(folder, rows: int = 3) -> dict[str, torch.Tensor]:
     return LoRA.collate_batch(samples, tokenizer)
 
 
-def loss_and_gradients(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
+def loss_and_gradients(model, batch) -> tuple[Any, dict[str, torch.Tensor]]:
     model.zero_grad()
     output = model(**batch)
     output.loss.backward()
@@ -91,18 +87,13 @@ def test_a_forward_that_does_not_slice_its_logits_gets_olives_batches(tiny_model
     assert not keeps_chosen_logits(RemoteCodeLlama.from_pretrained(tiny_model("llama")))
 
 
-def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(tiny_model, tmp_path, caplog):
+def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(tiny_job, tmp_path, caplog):
     """The compiled config names olive-flows' pass, Olive loads it from the package config, and it
     trains with the learned logits only (its log line says so)."""
-    recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"), rows=12))
-    workspace = Workspace.of(recipe)
-    ref = model_ref(recipe)
-    datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
-    job = compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)[0]
-    config = {**job.config, "passes": {"train": job.config["passes"]["train"]}}
+    config = {**tiny_job.config, "passes": {"train": tiny_job.config["passes"]["train"]}}
     assert config["passes"]["train"]["type"] == "OliveFlowsLoRA"
     assert package_config()["passes"]["OliveFlowsLoRA"]["module_path"] == "olive_flows.run.train_pass.OliveFlowsLoRA"
 
     with caplog.at_level(logging.INFO, logger="olive"):
-        run_workflow(job.name, config, tmp_path / "job.log")
+        run_workflow(tiny_job.name, config, tmp_path / "job.log")
     assert "Training computes logits only at the learned positions" in caplog.text
