@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decode import round_robin_speeds
+from decode import package_engines, round_robin
 
 from olive_flows.evaluate.evaluation import package_bytes
 from olive_flows.evaluate.runtime import PackageRuntime
@@ -40,9 +40,9 @@ def build_package(work: Path) -> Path:
     return result.packages["cpu"]
 
 
-def adapter_costs(package: Path, prompt: list[dict], new_tokens: int, repeats: int) -> dict[str, Any]:
-    runtime = PackageRuntime(package)
-    speeds = round_robin_speeds(runtime, prompt, [None, "r8", "r16", "r64"], new_tokens, repeats)
+def adapter_costs(package: Path, prompt: list[dict], new_tokens: int, repeats: int, threads: int) -> dict[str, Any]:
+    runtime = PackageRuntime(package, threads=threads)
+    speeds = round_robin(package_engines(runtime, prompt, [None, "r8", "r16", "r64"], new_tokens), repeats)
     base = speeds["base"]["tokens_per_s"]
     slowdown = {a: round(1 - speeds[a]["tokens_per_s"] / base, 3) for a in ("r8", "r16", "r64")}
 

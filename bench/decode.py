@@ -9,41 +9,46 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 
-
-def package_speed(package: Path, prompt: list[dict], new_tokens: int, repeats: int) -> dict[str, dict[str, float]]:
-    """The package with no adapter and with each adapter."""
-    runtime = PackageRuntime(package)
-    return round_robin_speeds(runtime, prompt, [None, *runtime.adapter_names], new_tokens, repeats)
+Engine = Callable[[], dict[str, float]]  # one timed generation: time_to_first_token_s, tokens_per_s
 
 
-def round_robin_speeds(
-    runtime: PackageRuntime, prompt: list[dict], adapters: list[str | None], new_tokens: int, repeats: int
-) -> dict[str, dict[str, float]]:
-    """Median speed per adapter (None: the base), one run of each in turn per round, so that a shared
-    machine's slow spells hit every adapter alike instead of whichever was being measured then."""
-    runs: dict[str, list[dict[str, float]]] = {adapter or "base": [] for adapter in adapters}
+def package_engines(
+    runtime: PackageRuntime, prompt: list[dict], adapters: list[str | None], new_tokens: int
+) -> dict[str, Engine]:
+    """One engine per adapter of ``runtime`` (None: the base), named by the adapter or "base"."""
+    return {adapter or "base": partial(decode_speed, runtime, prompt, adapter, new_tokens, 1) for adapter in adapters}
+
+
+def round_robin(engines: dict[str, Engine], repeats: int) -> dict[str, dict[str, float]]:
+    """Median figures per engine, one run of each in turn per round after an untimed round, so that
+    a shared machine's slow spells hit every engine alike instead of whichever was being measured then."""
+    for engine in engines.values():
+        engine()
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in engines}
     for _ in range(repeats):
-        for adapter in adapters:
-            runs[adapter or "base"].append(decode_speed(runtime, prompt, adapter, new_tokens, 1))
+        for name, engine in engines.items():
+            runs[name].append(engine())
     return {name: {key: statistics.median(run[key] for run in done) for key in done[0]} for name, done in runs.items()}
 
 
 def pytorch_speed(
-    model_path: str, adapter_dir: Path | None, prompt: list[dict], new_tokens: int, repeats: int
+    model_path: str, adapter_dir: Path | None, prompt: list[dict], new_tokens: int, repeats: int, threads: int
 ) -> dict[str, float]:
     """PyTorch fp32 eager with the PEFT adapter loaded (as a user of transformers + peft runs it)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if adapter_dir:
@@ -67,16 +72,17 @@ def pytorch_speed(
     }
 
 
-def llamacpp_speed(gguf: Path, prompt: list[dict], new_tokens: int, repeats: int, threads: int) -> dict[str, Any]:
-    """llama.cpp through llama-cpp-python on a GGUF file, timed like the package."""
+def llamacpp_engine(gguf: Path, prompt: list[dict], new_tokens: int, threads: int) -> Engine | None:
+    """llama.cpp through llama-cpp-python on a GGUF file, timed like the package; None when
+    llama-cpp-python is not installed."""
     try:
         from llama_cpp import Llama
     except ImportError:
-        return {"skipped": "llama-cpp-python is not installed (pip install -e '.[bench]')"}
-    llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, verbose=False)
+        return None
+    llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     tokens = llm.tokenize(_chat_text(prompt).encode(), add_bos=False, special=True)
-    first, rates = [], []
-    for _ in range(repeats + 1):
+
+    def run() -> dict[str, float]:
         llm.reset()
         started = time.perf_counter()
         generator = llm.generate(tokens, top_k=1, temp=0.0, reset=True)
@@ -86,13 +92,12 @@ def llamacpp_speed(gguf: Path, prompt: list[dict], new_tokens: int, repeats: int
             if produced >= new_tokens:
                 break
         finished = time.perf_counter()
-        first.append(after_first - started)
-        rates.append((new_tokens - 1) / (finished - after_first))
-    return {
-        "time_to_first_token_s": round(statistics.median(first[1:]), 4),
-        "tokens_per_s": round(statistics.median(rates[1:]), 1),
-        "weights": gguf.name,
-    }
+        return {
+            "time_to_first_token_s": round(after_first - started, 4),
+            "tokens_per_s": round((new_tokens - 1) / (finished - after_first), 1),
+        }
+
+    return run
 
 
 def _chat_text(prompt: list[dict]) -> str:

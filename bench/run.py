@@ -24,6 +24,7 @@ import adapters
 import decode
 import training
 
+from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.package.manifest import versions
 from olive_flows.recipe.catalog import builtin_recipes
 from olive_flows.run.olive import PACKAGE_CONFIG_FILE
@@ -31,6 +32,10 @@ from olive_flows.workspace import Workspace
 
 BENCH = Path(__file__).parent
 REPO = BENCH.parent
+# Every engine decodes on as many threads as llama.cpp is given: all the CPUs. onnxruntime-genai's
+# own default is half the logical CPUs (it assumes two per core), which is one thread on this VM.
+THREADS = os.cpu_count() or 1
+DEFAULT_THREADS, LLAMACPP = "package at onnxruntime-genai's default threads", "llama.cpp"  # not adapter names
 TRAIN_REPEATS = 4  # per side, in alternating order (training runs are long: fewer than --repeats)
 PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
 TARGETS = {
@@ -95,7 +100,8 @@ def main() -> int:
         return 0
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
-    results: dict[str, Any] = {"machine": machine(), "versions": versions(), "settings": vars(args)}
+    settings = {**vars(args), "threads": THREADS}
+    results: dict[str, Any] = {"machine": machine(), "versions": versions(), "settings": settings}
     say("quickstart package (built once with `olive-flows run quickstart`, then reused)")
     olive_flows("run", "quickstart")
     from olive_flows.recipe.load import load_recipe
@@ -104,13 +110,23 @@ def main() -> int:
     package = workspace.package("cpu")
     manifest = json.loads((package / "manifest.json").read_text())
 
-    say("decode: package, PyTorch fp32 + PEFT, llama.cpp")
+    say("decode: package (and at onnxruntime-genai's default threads) taking turns with llama.cpp; PyTorch + PEFT")
+    runtime = PackageRuntime(package, threads=THREADS)
+    engines = decode.package_engines(runtime, PROMPT, [None, *runtime.adapter_names], args.tokens)
+    default = decode.package_engines(PackageRuntime(package), PROMPT, [None], args.tokens)["base"]
+    llama = decode.llamacpp_engine(_gguf(), PROMPT, args.tokens, THREADS)
+    speeds = decode.round_robin(
+        {**engines, DEFAULT_THREADS: default, **({LLAMACPP: llama} if llama else {})}, args.repeats
+    )
     results["decode"] = {
-        "package_int4": decode.package_speed(package, PROMPT, args.tokens, args.repeats),
+        "package_int4": {name: speeds[name] for name in engines},
+        "package_int4_default_threads": speeds[DEFAULT_THREADS],
         "pytorch_fp32_peft": decode.pytorch_speed(
-            manifest["base_model"]["path"], workspace.peft("dates"), PROMPT, args.tokens, args.repeats
+            manifest["base_model"]["path"], workspace.peft("dates"), PROMPT, args.tokens, args.repeats, THREADS
         ),
-        "llamacpp": decode.llamacpp_speed(_gguf(), PROMPT, args.tokens, args.repeats, os.cpu_count() or 1),
+        "llamacpp": {**speeds[LLAMACPP], "weights": _gguf().name}
+        if llama
+        else {"skipped": "llama-cpp-python is not installed (pip install -e '.[bench]')"},
     }
     bandwidth = decode.copy_bandwidth_gb_s()
     per_token = decode.weight_bytes_per_token(package / "model.onnx")
@@ -126,7 +142,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         say("adapters: a four-adapter package at r = 8, 16, 16, 64")
         results["adapters"] = adapters.adapter_costs(
-            adapters.build_package(Path(tmp)), PROMPT, args.tokens, args.repeats
+            adapters.build_package(Path(tmp)), PROMPT, args.tokens, args.repeats, THREADS
         )
         say("training: olive-flows against a plain peft + Trainer script")
         runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
@@ -188,7 +204,10 @@ WHY_MISSED = {
         f"{r['ratios']['package_4_adapters_vs_base'] - 1.1:.3f} over. The four adapters here include one at r=64 "
         f"({r['adapters']['adapter_mb'].get('r64')} MB); adapters are stored in fp32 by Olive's ExtractAdapters, "
         f"so each r=16 adapter on q/k/v/o of this model is {r['adapters']['adapter_mb'].get('r16')} MB against a "
-        f"{r['adapters']['base_model_mb']} MB base."
+        f"{r['adapters']['base_model_mb']} MB base: four r=16 adapters would make "
+        f"{1 + 4 * r['adapters']['adapter_mb'].get('r16', 0) / r['adapters']['base_model_mb']:.3f}x. fp16 storage "
+        f"would halve the adapters ({(1 + r['ratios']['package_4_adapters_vs_base']) / 2:.3f}x here), but this fp32 "
+        "graph could only take them through Cast nodes that run at every token."
     ),
     "train_vs_peft": lambda r: (
         f"{1 - r['ratios']['train_vs_peft']:.0%} slower over {r['training']['steps']} steps. Both run the same "
@@ -260,13 +279,27 @@ def report(r: dict[str, Any]) -> str:
         if "tokens_per_s" in llama
         else f"| llama.cpp | {llama['skipped']} | |"
     )
+    default = d["package_int4_default_threads"]
     b = r["bandwidth"]
     lines += [
+        "",
+        f"Every engine runs on {r['settings']['threads']} threads, all the CPUs (llama.cpp's n_threads, "
+        "torch.set_num_threads, the package's session option intra_op_num_threads). Without that option "
+        "onnxruntime-genai takes half the logical CPUs (at most 16), assuming two per core; there the base "
+        f"package decodes {default['tokens_per_s']} tokens/s ({default['time_to_first_token_s']} s to the first "
+        "token). The package's base and adapters, the package at the default threads and llama.cpp take turns, "
+        "one generation each per round after an untimed round; PyTorch runs after them.",
         "",
         f"Memory-bandwidth bound: {b['weight_mb_per_token']} MB of weights per token over a measured copy bandwidth "
         f"of {b['copy_gb_s']} GB/s = {b['bound_tokens_per_s']} tokens/s; the base package reaches "
         f"{b['fraction_reached']:.0%} of it. llama.cpp reads {b['llamacpp_weight_mb_per_token']} MB of the GGUF per "
-        "token.",
+        "token"
+        + (
+            f", {llama['tokens_per_s'] * b['llamacpp_weight_mb_per_token'] / 1e3 / b['copy_gb_s']:.0%} of the same "
+            "bandwidth at its speed."
+            if "tokens_per_s" in llama
+            else "."
+        ),
         "",
         "## Adapters",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from conftest import tiny_recipe, write_recipe
 
 from olive_flows.cli.main import main
+from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.files import sha256_file
 from olive_flows.recipe.load import load_recipe
 from olive_flows.run.console import Console
@@ -130,7 +132,8 @@ def test_text_and_instruction_datasets_train_and_export(tiny_model, tmp_path):
 
 
 def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
-    """fp32 export: logits within tolerance of PyTorch + PEFT; report, eval and chat commands work."""
+    """fp32 export: logits within tolerance of PyTorch + PEFT; report, eval and chat commands work; a
+    PackageRuntime thread count reaches onnxruntime."""
     recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out", cpu={"device": "cpu", "precision": "fp32"})
     recipe["adapters"]["dates"]["training"]["report_to"] = ["tensorboard"]
     recipe["evaluation"]["metrics"]["dates"] = ["exact_match", "rouge_l", "bleu", "regex:\\d{4}-\\d{2}-\\d{2}"]
@@ -175,6 +178,13 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
 
     assert main(["chat", str(package), "--adapter", "dates", "--prompt", "5 March 2021", "--max-new-tokens", "3"]) == 0
     assert capsys.readouterr().out.strip()
+
+    loaded = [PackageRuntime(package)]  # onnxruntime-genai starts its own threads with its first model
+    threads = [len(os.listdir("/proc/self/task"))]
+    for count in (1, 3):
+        loaded.append(PackageRuntime(package, threads=count))
+        threads.append(len(os.listdir("/proc/self/task")))
+    assert (threads[1] - threads[0], threads[2] - threads[1]) == (0, 2), "intra-op workers: threads - 1"
 
     assert main(["verify", str(package)]) == 0
     assert ": OK" in capsys.readouterr().out

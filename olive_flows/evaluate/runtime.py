@@ -36,11 +36,16 @@ def provider_load_failure(genai_provider: str, error: RuntimeError) -> str | Non
 class PackageRuntime:
     """A package loaded once, with every adapter in its adapters/ folder loaded by file name."""
 
-    def __init__(self, folder: Path, genai_provider: str | None = None):
+    def __init__(self, folder: Path, genai_provider: str | None = None, threads: int | None = None):
+        """``threads``: onnxruntime's intra-op threads, for timing engines side by side at equal thread
+        counts. None keeps onnxruntime-genai's default (half the logical CPUs, at most 16), as a
+        deployed package without ``intra_op_num_threads`` in its genai_config.json gets."""
         import onnxruntime_genai as og
 
         self._og = og
         config = og.Config(str(folder))
+        if threads:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
         config.clear_providers()
         if genai_provider:
             config.append_provider(genai_provider)
