@@ -61,12 +61,7 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
 
 
 # Olive's training passes (in Olive's examples) and olive-flows' subclasses of them (compiled)
-TRAINING = {
-    method[key]
-    for name, method in metadata.load("methods").items()
-    if not name.startswith("_")
-    for key in ("olive_pass", "pass")
-}
+TRAINING = {method[key] for method in metadata.methods().values() for key in ("olive_pass", "pass")}
 
 
 def _steps(chain: list[str], other: list[str]) -> list[str]:

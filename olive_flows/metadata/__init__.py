@@ -16,6 +16,11 @@ def load(name: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def methods() -> dict[str, dict[str, Any]]:
+    """Every fine-tuning method of methods.json by name, without its ``_comment``."""
+    return {name: method for name, method in load("methods").items() if not name.startswith("_")}
+
+
 def architecture(model_type: str) -> dict[str, Any] | None:
     """Facts about one Hugging Face ``model_type``, or None when olive-flows has none."""
     return load("architectures")["architectures"].get(model_type)

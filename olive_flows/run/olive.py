@@ -42,8 +42,7 @@ def package_config() -> dict[str, Any]:
     config = json.loads((olive_dir / "olive_config.json").read_text(encoding="utf-8"))
     training = {
         method["pass"]: {**config["passes"][method["olive_pass"]], "module_path": f"{TRAIN_PASSES}.{method['pass']}"}
-        for name, method in metadata.load("methods").items()
-        if not name.startswith("_")
+        for method in metadata.methods().values()
     }
     config["passes"] = {**config["passes"], **OWN_PASSES, **training}
     return config
