@@ -114,7 +114,8 @@ def main() -> int:
     runtime = PackageRuntime(package, threads=THREADS)
     engines = decode.package_engines(runtime, PROMPT, [None, *runtime.adapter_names], args.tokens)
     default = decode.package_engines(PackageRuntime(package), PROMPT, [None], args.tokens)["base"]
-    llama = decode.llamacpp_engine(_gguf(), PROMPT, args.tokens, THREADS)
+    gguf = _gguf()
+    llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
     speeds = decode.round_robin(
         {**engines, DEFAULT_THREADS: default, **({LLAMACPP: llama} if llama else {})}, args.repeats
     )
@@ -124,7 +125,7 @@ def main() -> int:
         "pytorch_fp32_peft": decode.pytorch_speed(
             manifest["base_model"]["path"], workspace.peft("dates"), PROMPT, args.tokens, args.repeats, THREADS
         ),
-        "llamacpp": {**speeds[LLAMACPP], "weights": _gguf().name}
+        "llamacpp": {**speeds[LLAMACPP], "weights": gguf.name}
         if llama
         else {"skipped": "llama-cpp-python is not installed (pip install -e '.[bench]')"},
     }
@@ -134,7 +135,7 @@ def main() -> int:
     results["bandwidth"] = {
         "copy_gb_s": round(bandwidth, 2),
         "weight_mb_per_token": round(per_token / 1e6, 1),
-        "llamacpp_weight_mb_per_token": round(decode.gguf_bytes_per_token(_gguf()) / 1e6, 1),
+        "llamacpp_weight_mb_per_token": round(decode.gguf_bytes_per_token(gguf) / 1e6, 1),
         "bound_tokens_per_s": round(bound, 1),
         "fraction_reached": round(results["decode"]["package_int4"]["base"]["tokens_per_s"] / bound, 3),
     }
