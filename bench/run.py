@@ -141,9 +141,9 @@ def main() -> int:
     }
 
     with tempfile.TemporaryDirectory() as tmp:
-        say("adapters: a four-adapter package at r = 8, 16, 16, 64")
+        say("adapters: a four-adapter package at r = 8, 16, 16, 64, with int8 and with float LoRA weights")
         results["adapters"] = adapters.adapter_costs(
-            adapters.build_package(Path(tmp)), PROMPT, args.tokens, args.repeats, THREADS
+            adapters.build_packages(Path(tmp)), PROMPT, args.tokens, args.repeats, THREADS
         )
         say("training: olive-flows against a plain peft + Trainer script")
         runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
@@ -197,19 +197,17 @@ WHY_MISSED = {
         "576x1536 weight). targets.<name>.int4.algorithm: k_quant_mixed (the schema default) decodes faster "
         "but rounds these weights a second time (README: +24% base perplexity)."
     ),
-    "adapter_r16_slowdown": lambda r: "the LoRA MatMuls run in fp32 beside the int4 base; a larger rank costs more.",
+    "adapter_r16_slowdown": lambda r: (
+        "the LoRA weights are dequantized and multiplied in fp32 at every token beside the int4 base; a larger "
+        f"rank costs more (float weights: {_storage(r, 'float')['slowdown']['r16']:.1%})."
+    ),
     "adapter_switch_ms": lambda r: (
         f"switching includes creating a generator; {r['adapters']['switch_seeded_ms']} ms with random_seed set."
     ),
     "package_4_adapters_vs_base": lambda r: (
         f"{r['ratios']['package_4_adapters_vs_base'] - 1.1:.3f} over. The four adapters here include one at r=64 "
-        f"({r['adapters']['adapter_mb'].get('r64')} MB); adapters are stored in fp32 by Olive's ExtractAdapters, "
-        f"so each r=16 adapter on q/k/v/o of this model is {r['adapters']['adapter_mb'].get('r16')} MB against a "
-        f"{r['adapters']['base_model_mb']} MB base: four r=16 adapters would make "
-        f"{1 + 4 * r['adapters']['adapter_mb'].get('r16', 0) / r['adapters']['base_model_mb']:.3f}x. fp16 storage "
-        f"would halve the adapters ({(1 + r['ratios']['package_4_adapters_vs_base']) / 2:.3f}x here, still over), "
-        "and this fp32 graph would run its LoRA MatMuls in fp16 between Cast nodes: more nodes at every token, "
-        "the base's included."
+        f"({_storage(r)['adapter_mb'].get('r64')} MB, {adapters.STORAGES[0]} weights) against a {_storage(r)['base_model_mb']} MB "
+        f"base; with float weights the package is {_storage(r, 'float')['package_4_adapters_vs_base']}x."
     ),
     "train_vs_peft": lambda r: (
         f"{1 - r['ratios']['train_vs_peft']:.0%} slower over {r['training']['steps']} steps. Both run the same "
@@ -220,6 +218,11 @@ WHY_MISSED = {
 }
 
 
+def _storage(r: dict[str, Any], adapter_weights: str = adapters.STORAGES[0]) -> dict[str, Any]:
+    """The adapter figures of the four-adapter package that stores its LoRA weights as ``adapter_weights``."""
+    return r["adapters"]["adapter_weights"][adapter_weights]
+
+
 def ratios(r: dict[str, Any]) -> dict[str, float | None]:
     ours = r["decode"]["package_int4"]["base"]["tokens_per_s"]
     llama = r["decode"]["llamacpp"].get("tokens_per_s")
@@ -228,9 +231,9 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
             r["decode"]["package_int4"]["dates"]["tokens_per_s"] / r["decode"]["pytorch_fp32_peft"]["tokens_per_s"], 2
         ),
         "decode_vs_llamacpp": round(ours / llama, 2) if llama else None,
-        "adapter_r16_slowdown": r["adapters"]["slowdown"]["r16"],
+        "adapter_r16_slowdown": _storage(r)["slowdown"]["r16"],
         "adapter_switch_ms": r["adapters"]["switch_ms"],
-        "package_4_adapters_vs_base": r["adapters"]["package_4_adapters_vs_base"],
+        "package_4_adapters_vs_base": _storage(r)["package_4_adapters_vs_base"],
         "train_vs_peft": round(r["training"]["olive_flows_tokens_per_s"] / r["training"]["peft_tokens_per_s"], 2),
         "unchanged_rerun_s": r["engine"]["unchanged_rerun_s"],
     }
@@ -307,8 +310,18 @@ def report(r: dict[str, Any]) -> str:
         "",
         "| | r=8 | r=16 | r=64 |",
         "|---|---|---|---|",
-        "| decode slowdown | " + " | ".join(f"{a['slowdown'][k]:.1%}" for k in ("r8", "r16", "r64")) + " |",
-        "| adapter file (MB) | " + " | ".join(str(a["adapter_mb"][k]) for k in ("r8", "r16", "r64")) + " |",
+        *(
+            row
+            for storage in a["adapter_weights"]
+            for row in (
+                f"| decode slowdown, {storage} weights | "
+                + " | ".join(f"{_storage(r, storage)['slowdown'][k]:.1%}" for k in ("r8", "r16", "r64"))
+                + " |",
+                f"| adapter file (MB), {storage} weights | "
+                + " | ".join(str(_storage(r, storage)["adapter_mb"][k]) for k in ("r8", "r16", "r64"))
+                + " |",
+            )
+        ),
         "",
         *(
             [
@@ -316,16 +329,30 @@ def report(r: dict[str, Any]) -> str:
                 "this machine's run-to-run noise.",
                 "",
             ]
-            if any(v < 0 for v in a["slowdown"].values())
+            if any(v < 0 for s in a["adapter_weights"].values() for v in s["slowdown"].values())
             else []
         ),
+        f"`adapter_weights: {adapters.STORAGES[0]}` (the quickstart's, and these ratios) against `float`, the two "
+        "packages' engines taking turns: base decode "
+        + ", ".join(
+            f"{s['decode']['base']['tokens_per_s']} tokens/s ({storage})" for storage, s in a["adapter_weights"].items()
+        )
+        + "; r=16 "
+        + ", ".join(
+            f"{s['decode']['r16']['tokens_per_s']} tokens/s ({storage})" for storage, s in a["adapter_weights"].items()
+        )
+        + ".",
         f"Switching adapters (new generator + set_active_adapter): {a['switch_ms']} ms, {a['switch_seeded_ms']} ms "
         "with the search option random_seed set (without one, onnxruntime-genai seeds every new generator from 624 "
         "draws of std::random_device, the CPU's RDRAND instruction, slow on some virtual machines); reloading a "
         f"model of the base's size, as switching between merged models needs: {a['reload_merged_model_ms']} ms.",
-        f"A package with 4 adapters (r = 8, 16, 16, 64): {a['package_4_adapters_mb']} MB = "
-        f"{a['package_4_adapters_vs_base']}x the base model ({a['base_model_mb']} MB); 4 merged models: "
-        f"{a['four_merged_models_mb']} MB.",
+        "A package with 4 adapters (r = 8, 16, 16, 64): "
+        + "; ".join(
+            f"{storage} weights {s['package_4_adapters_mb']} MB = {s['package_4_adapters_vs_base']}x the base model "
+            f"({s['base_model_mb']} MB)"
+            for storage, s in a["adapter_weights"].items()
+        )
+        + f"; 4 merged models: {a['four_merged_models_mb']} MB.",
         "",
         "## Training",
         "",

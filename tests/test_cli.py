@@ -72,7 +72,7 @@ def test_machine_requirements_warn_at_validate_and_stop_run(tmp_path):
 
 
 def test_directml_targets_are_flagged(capsys):
-    assert main(["validate", "quickstart", "targets.cpu.device=dml"]) == 0
+    assert main(["validate", "quickstart", "targets.cpu.device=dml", "targets.cpu.adapter_weights=float"]) == 0
     err = capsys.readouterr().err
     assert "warning: targets.cpu.device: onnxruntime-genai-directml cannot load .onnx_adapter files today" in err
 

@@ -42,6 +42,14 @@ def first_logits(package, adapter: str | None) -> np.ndarray:
     return np.array(generator.get_logits())
 
 
+def adapter_bytes(path, skip: str | None = None) -> int:
+    """Bytes of the tensors in an .onnx_adapter file (without those whose name ends with ``skip``)."""
+    import onnxruntime as ort
+
+    parameters = ort.AdapterFormat.read_adapter(str(path)).get_parameters()
+    return sum(t.numpy().nbytes for name, t in parameters.items() if not (skip and name.endswith(skip)))
+
+
 @pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2"])
 def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
@@ -201,7 +209,8 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
 def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_path, capsys):
     """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) and
     int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA MatMuls float so adapters still
-    switch; a CUDA bf16 package gets bf16 adapter files."""
+    switch; int8 adapter weights leave the base exact and the adapters close; a CUDA bf16 package
+    gets bf16 adapter files."""
     import onnx
 
     path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
@@ -246,10 +255,30 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     manifest = json.loads((int4_package / "manifest.json").read_text())
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 
-    # bf16 (CUDA): Olive's ExtractAdapters cannot write bf16 .onnx_adapter files, so its .npz is
-    # converted at packaging; the adapters must come out bf16, typed like the graph's inputs.
+    # int8 adapter weights: the same base, each LoRA weight int8 and dequantized in the graph
     import onnxruntime as ort
 
+    float_logits = {adapter: first_logits(int4_package, adapter) for adapter in (None, "dates")}
+    float_bytes = adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter")
+    q4_1_int8 = ["targets.cpu.int4.algorithm=q4_1", "targets.cpu.adapter_weights=int8"]
+    assert main(["export", str(path), *q4_1_int8, "--target", "cpu", "--precision", "int4"]) == 0
+    assert capsys.readouterr().out.count("training reused from Olive's cache") == 2
+    graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
+    lora = [n for n in graph.node if n.op_type == "MatMul" and "lora_" in n.name]
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert lora and all(n.input[1] in dequantized for n in lora)
+    parameters = ort.AdapterFormat.read_adapter(str(int4_package / "adapters" / "dates.onnx_adapter")).get_parameters()
+    assert {t.data_type() for name, t in parameters.items() if not name.endswith(".scale")} == {"tensor(int8)"}
+    assert adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=".scale") * 4 == float_bytes
+    manifest = json.loads((int4_package / "manifest.json").read_text())
+    assert manifest["target"]["adapter_weights"] == "int8" and manifest["smoke_check"] == "passed"
+    np.testing.assert_array_equal(first_logits(int4_package, None), float_logits[None])
+    effect = np.abs(float_logits["dates"] - float_logits[None]).max()
+    assert effect > 0.1
+    assert np.abs(first_logits(int4_package, "dates") - float_logits["dates"]).max() < 0.05 * effect
+
+    # bf16 (CUDA): Olive's ExtractAdapters cannot write bf16 .onnx_adapter files, so its .npz is
+    # converted at packaging; the adapters must come out bf16, typed like the graph's inputs.
     assert main(["export", str(path), "--target", "gpu", "--precision", "bf16"]) == 0
     out = capsys.readouterr().out
     assert out.count("training reused from Olive's cache") == 2 and "step " not in out

@@ -16,7 +16,7 @@ from olive_flows.compile.workflow import Job, provider_of
 from olive_flows.data.prepare import PreparedDataset
 from olive_flows.files import replace_dir, staging_dir, write_json
 from olive_flows.models.resolve import ModelRef
-from olive_flows.package import graph
+from olive_flows.package import adapter_weights, graph
 from olive_flows.package.assemble import PackageError, assemble
 from olive_flows.package.manifest import (
     FORMAT,
@@ -64,6 +64,8 @@ def build_package(
                 f"{len(quantized)} LoRA MatMuls were quantized (first: {quantized[0]}); "
                 "the base model would fail with no adapter active"
             )
+        if spec["adapter_weights"] == "int8":
+            adapter_weights.quantize_package(staging)
         manifest = {
             "format": FORMAT,
             "recipe": {"name": recipe.name, "sha256": recipe_hash(recipe.data), "source": recipe.source},
@@ -74,6 +76,7 @@ def build_package(
                 "device": spec["device"],
                 "provider": provider,
                 "precision": spec["precision"],
+                "adapter_weights": spec["adapter_weights"],
                 "runtime_package": profile["runtime_package"],
                 **({"int4": spec["int4"]} if spec["precision"] == "int4" else {}),
             },

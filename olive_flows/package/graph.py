@@ -17,7 +17,8 @@ def shared_graph(model_path: Path) -> bytes:
     ModelBuilder records the LoRA rank of the adapter it was given in the value_info of the
     intermediate LoRA outputs. ExtractAdapters makes the rank dynamic in the inputs but leaves these
     hints, so the same base differs between adapters of different rank. The hints are dropped;
-    onnxruntime infers those shapes at load time.
+    onnxruntime infers those shapes at load time. Olive 0.13's ExtractAdapters also lists every
+    LoRA weight input twice, which onnx.checker rejects; each is kept once.
     """
     import onnx
 
@@ -25,6 +26,9 @@ def shared_graph(model_path: Path) -> bytes:
     kept = [info for info in model.graph.value_info if not _is_lora(info.name)]
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
+    unique = list({value.name: value for value in reversed(model.graph.input)}.values())[::-1]
+    del model.graph.input[:]
+    model.graph.input.extend(unique)
     return model.SerializeToString(deterministic=True)
 
 

@@ -266,6 +266,20 @@ def precision_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
 
 
 @rule
+def adapter_weights_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
+    """The adapter weight storage is one olive-flows has checked on this provider's runtime."""
+    for name, target in recipe.targets.items():
+        provider = _provider(target)
+        allowed = metadata.target_profile(provider)["adapter_weights"] if provider else [target["adapter_weights"]]
+        if target["adapter_weights"] not in allowed:
+            yield recipe.problem(
+                ("targets", name, "adapter_weights"),
+                f"{target['adapter_weights']} is not available for {provider}",
+                f"choose one of {', '.join(allowed)}",
+            )
+
+
+@rule
 def target_has_export_path(recipe: Recipe) -> Iterator[Problem]:
     """olive-flows has a pass chain for the target's provider."""
     for name, target in recipe.targets.items():

@@ -1,0 +1,98 @@
+"""int8 adapter weights: the quantization, the graph rewrite (run by onnxruntime) and the adapter files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from olive_flows.package.adapter_weights import SCALE_SUFFIX, quantize_adapter_file, quantize_graph, quantize_weights
+
+A, B = "layers.0.q_proj.lora_A.weight", "layers.0.q_proj.lora_B.weight"
+
+
+def lora_graph(path, hidden: int = 32, out: int = 24) -> None:
+    """A base MatMul plus a LoRA path whose weights are optional inputs of dynamic rank, as
+    ExtractAdapters leaves them."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((hidden, out)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "base"], ["y0"], name="/q_proj/MatMul"),
+        helper.make_node("MatMul", ["x", A], ["a"], name="/q_proj/lora_A/MatMul"),
+        helper.make_node("MatMul", ["a", B], ["b"], name="/q_proj/lora_B/MatMul"),
+        helper.make_node("Add", ["y0", "b"], ["y"], name="/q_proj/lora/Add"),
+    ]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", hidden]),
+        helper.make_tensor_value_info(A, TensorProto.FLOAT, [hidden, "lora_r"]),
+        helper.make_tensor_value_info(B, TensorProto.FLOAT, ["lora_r", out]),
+    ]
+    defaults = [
+        numpy_helper.from_array(base, "base"),
+        numpy_helper.from_array(np.zeros((hidden, 0), np.float32), A),
+        numpy_helper.from_array(np.zeros((0, out), np.float32), B),
+    ]
+    graph = helper.make_graph(
+        nodes, "lora", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", out])], defaults
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), path)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_weights_round_to_int8_with_one_scale_per_tensor(dtype):
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((64, 16)) * 0.05).astype(dtype)
+    quantized = quantize_weights({"w": weight, "zero": np.zeros((4, 4), dtype)})
+    scale = quantized["w" + SCALE_SUFFIX]
+    assert quantized["w"].dtype == np.int8 and scale.dtype == dtype and scale.shape == (1,)
+    assert np.abs(quantized["w"]).max() == 127
+    restored = quantized["w"].astype(np.float32) * scale.astype(np.float32)
+    assert np.abs(restored - weight.astype(np.float32)).max() <= scale.astype(np.float32)[0] / 2 * 1.001
+    assert not quantized["zero"].any() and quantized["zero" + SCALE_SUFFIX][0] == 1
+
+
+def test_graph_dequantizes_adapter_inputs_and_runs_with_and_without_an_adapter(tmp_path):
+    path = tmp_path / "model.onnx"
+    lora_graph(path)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 32)).astype(np.float32)
+    lora_a = (rng.standard_normal((32, 8)) * 0.1).astype(np.float32)
+    lora_b = (rng.standard_normal((8, 24)) * 0.1).astype(np.float32)
+    float_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (float_base,) = float_session.run(None, {"x": x})
+    (float_adapter,) = float_session.run(None, {"x": x, A: lora_a, B: lora_b})
+
+    assert quantize_graph(path) == 2
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    assert types[A] == types[B] == TensorProto.INT8 and types[A + SCALE_SUFFIX] == TensorProto.FLOAT
+    assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) == 2
+    assert numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "base")).dtype == np.float32
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (no_adapter,) = session.run(None, {"x": x})
+    np.testing.assert_array_equal(no_adapter, float_base)  # rank 0: the base alone, exactly
+    (with_adapter,) = session.run(None, {"x": x, **quantize_weights({A: lora_a, B: lora_b})})
+    effect = np.abs(float_adapter - float_base).max()
+    assert np.abs(with_adapter - float_adapter).max() < 0.02 * effect, "int8 keeps the adapter's effect within 2%"
+
+
+def test_adapter_file_is_rewritten_in_int8_at_a_quarter_of_the_size(tmp_path):
+    from olive.common.utils import load_weights, save_weights
+
+    rng = np.random.default_rng(3)
+    weights = {
+        A: rng.standard_normal((576, 16)).astype(np.float32),
+        B: rng.standard_normal((16, 576)).astype(np.float32),
+    }
+    path = save_weights(weights, tmp_path / "a.onnx_adapter", "onnx_adapter")
+    before = path.stat().st_size
+    quantize_adapter_file(path)
+    loaded = load_weights(path)
+    assert set(loaded) == {A, B, A + SCALE_SUFFIX, B + SCALE_SUFFIX}
+    assert loaded[A].dtype == loaded[B].dtype == np.int8
+    np.testing.assert_allclose(loaded[A] * loaded[A + SCALE_SUFFIX], weights[A], atol=loaded[A + SCALE_SUFFIX][0] / 2)
+    assert path.stat().st_size < 0.26 * before
