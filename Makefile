@@ -29,7 +29,7 @@ export: setup
 	@test -n "$(TARGET)" || { echo "make export needs TARGET=<target or device>, e.g. TARGET=dml" >&2; exit 2; }
 	$(BIN)/olive-flows export $(RECIPE) --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
-# make bench: bench/RESULTS.md and bench/results.json (about 7 minutes after make finetune; the
+# make bench: bench/RESULTS.md and bench/results.json (about 8 minutes after make finetune; the
 # first time also builds llama-cpp-python, about 6 minutes).
 bench: setup
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
