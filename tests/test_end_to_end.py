@@ -264,6 +264,8 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     assert main(["export", str(path), *q4_1_int8, "--target", "cpu", "--precision", "int4"]) == 0
     assert capsys.readouterr().out.count("training reused from Olive's cache") == 2
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
+    names = [i.name for i in graph.input]
+    assert len(names) == len(set(names)), "each graph input once (Olive's ExtractAdapters lists LoRA inputs twice)"
     lora = [n for n in graph.node if n.op_type == "MatMul" and "lora_" in n.name]
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert lora and all(n.input[1] in dequantized for n in lora)
