@@ -251,32 +251,30 @@ def _provider(target: dict) -> str | None:
     return provider if metadata.target_profile(provider)["device"] == target["device"] else None
 
 
+def _outside_profile(recipe: Recipe, field: str, profile_key: str, name_device: bool) -> Iterator[Problem]:
+    """Targets whose ``field`` is not among the values the provider's profile lists under ``profile_key``."""
+    for name, target in recipe.targets.items():
+        provider = _provider(target)
+        allowed = metadata.target_profile(provider)[profile_key] if provider else [target[field]]
+        if target[field] not in allowed:
+            device = f" (device {target['device']})" if name_device else ""
+            yield recipe.problem(
+                ("targets", name, field),
+                f"{target[field]} is not available for {provider}{device}",
+                f"choose one of {', '.join(allowed)}",
+            )
+
+
 @rule
 def precision_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
     """The precision is one ModelBuilder produces for this provider (Olive would prune it silently)."""
-    for name, target in recipe.targets.items():
-        provider = _provider(target)
-        allowed = metadata.target_profile(provider)["precisions"] if provider else [target["precision"]]
-        if target["precision"] not in allowed:
-            yield recipe.problem(
-                ("targets", name, "precision"),
-                f"{target['precision']} is not available for {provider} (device {target['device']})",
-                f"choose one of {', '.join(allowed)}",
-            )
+    yield from _outside_profile(recipe, "precision", "precisions", name_device=True)
 
 
 @rule
 def adapter_weights_supported_by_target(recipe: Recipe) -> Iterator[Problem]:
     """The adapter weight storage is one olive-flows has checked on this provider's runtime."""
-    for name, target in recipe.targets.items():
-        provider = _provider(target)
-        allowed = metadata.target_profile(provider)["adapter_weights"] if provider else [target["adapter_weights"]]
-        if target["adapter_weights"] not in allowed:
-            yield recipe.problem(
-                ("targets", name, "adapter_weights"),
-                f"{target['adapter_weights']} is not available for {provider}",
-                f"choose one of {', '.join(allowed)}",
-            )
+    yield from _outside_profile(recipe, "adapter_weights", "adapter_weights", name_device=False)
 
 
 @rule
