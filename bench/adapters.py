@@ -17,10 +17,10 @@ from typing import Any
 
 from decode import package_engines, round_robin
 
+from olive_flows.console import Console
 from olive_flows.evaluate.evaluation import package_bytes
 from olive_flows.evaluate.runtime import PackageRuntime
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
+from olive_flows.validate.load import load_recipe
 
 RANKS = {"r8": 8, "r16": 16, "r16b": 16, "r64": 64}
 STORAGES = ("int8", "float")  # adapter_weights values; the first is the quickstart's
@@ -34,7 +34,7 @@ def build_packages(work: Path) -> dict[str, Path]:
 
 def build_package(work: Path, adapter_weights: str) -> Path:
     """The four-adapter package, its LoRA weights stored as ``adapter_weights``."""
-    from olive_flows.run.pipeline import run_recipe
+    from olive_flows.pipeline import run_recipe
 
     overrides = [f"output.dir={work}", "name=bench-adapters", "adapters.contacts=null", "adapters.dates=null"]
     overrides.append(f"targets.cpu.adapter_weights={adapter_weights}")

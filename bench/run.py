@@ -25,10 +25,10 @@ import decode
 import training
 
 from olive_flows.evaluate.runtime import PackageRuntime
+from olive_flows.layout import Workspace
 from olive_flows.package.manifest import versions
+from olive_flows.plugins import PACKAGE_CONFIG_FILE
 from olive_flows.recipe.catalog import builtin_recipes
-from olive_flows.run.olive import PACKAGE_CONFIG_FILE
-from olive_flows.workspace import Workspace
 
 BENCH = Path(__file__).parent
 REPO = BENCH.parent
@@ -104,7 +104,7 @@ def main() -> int:
     results: dict[str, Any] = {"machine": machine(), "versions": versions(), "settings": settings}
     say("quickstart package (built once with `olive-flows run quickstart`, then reused)")
     olive_flows("run", "quickstart")
-    from olive_flows.recipe.load import load_recipe
+    from olive_flows.validate.load import load_recipe
 
     workspace = Workspace.of(load_recipe("quickstart"))
     package = workspace.package("cpu")
@@ -363,7 +363,7 @@ def report(r: dict[str, Any]) -> str:
         f"is the slowest). Trainer runtimes (s): olive-flows {r['training']['train_runtime_s']['olive_flows']}, "
         f"peft {r['training']['train_runtime_s']['peft']}. olive-flows learns the answer tokens "
         f"({r['training']['learned_share']:.0%} of the tokens here) and projects only the positions that predict "
-        "them onto the vocabulary (olive_flows/run/train_pass.py); the plain script learns every token, so it "
+        "them onto the vocabulary (olive_flows/plugins/train_pass.py); the plain script learns every token, so it "
         "computes every logit.",
         "",
         "## Engine",

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from olive_flows.compile.plan import plan_recipe
 from olive_flows.compile.workflow import Job
+from olive_flows.console import Console
 from olive_flows.data.prepare import PreparedDataset
-from olive_flows.recipe.load import load_recipe
 from olive_flows.recipe.model import Recipe
-from olive_flows.run.console import Console
 from olive_flows.run.olive import run_workflow
 from olive_flows.run.training_log import record_training
+from olive_flows.validate.load import load_recipe
 
 
 def olive_default_data(config: dict, max_seq_len: int) -> None:

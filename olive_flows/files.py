@@ -20,6 +20,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_jsonl(path: Path, limit: int | None = None) -> list[Any]:
+    """The rows of a JSON Lines file (the first ``limit`` of them when given); blank lines are skipped."""
+    rows: list[Any] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

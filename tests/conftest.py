@@ -83,9 +83,9 @@ def tiny_job(tiny_model, tmp_path):
     """The first compiled job (train, export) of ``tiny_recipe`` on the tiny Llama, 12 rows per dataset."""
     from olive_flows.compile.workflow import compile_recipe
     from olive_flows.data.prepare import prepare_dataset
+    from olive_flows.layout import Workspace
     from olive_flows.models.resolve import model_facts, model_ref
-    from olive_flows.recipe.load import load_recipe
-    from olive_flows.workspace import Workspace
+    from olive_flows.validate.load import load_recipe
 
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"), rows=12))
     workspace = Workspace.of(recipe)

@@ -9,7 +9,7 @@ import sys
 from conftest import REPO
 
 from olive_flows.cli.main import main
-from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.load import load_recipe
 
 
 def olive_flows(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -93,7 +93,7 @@ def test_readme_field_reference_is_generated_from_the_schema():
 
 def test_a_second_run_of_the_same_recipe_waits_its_turn(tmp_path, capsys):
     """While one run holds a recipe's output folder, another run of it stops at once (exit 6)."""
-    from olive_flows.workspace import Workspace
+    from olive_flows.layout import Workspace
 
     recipe = load_recipe("quickstart", [f"output.dir={tmp_path}"])
     with Workspace.of(recipe).locked():

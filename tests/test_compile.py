@@ -7,9 +7,9 @@ import re
 
 from olive_flows.compile.workflow import compile_recipe, lora_node_names, total_steps
 from olive_flows.data.prepare import prepare_dataset
+from olive_flows.layout import Workspace
 from olive_flows.models.resolve import model_facts, model_ref
-from olive_flows.recipe.load import load_recipe
-from olive_flows.workspace import Workspace
+from olive_flows.validate.load import load_recipe
 
 
 def compile_builtin(name: str, tmp_path, *overrides: str):
@@ -65,7 +65,7 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     data = {d["name"]: d for d in config["data_configs"]}
     pre = data["train_rows"]["pre_process_data_config"]
     assert pre["type"] == "olive_flows_tokenize", "olive-flows' own tokenization, registered with Olive"
-    assert data["train_rows"]["user_script"].endswith("olive_flows/data/olive_component.py")
+    assert data["train_rows"]["user_script"].endswith("olive_flows/plugins/tokenize_component.py")
     params = pre["params"]
     assert {k: params[k] for k in ("max_seq_len", "loss_on", "min_tokens", "max_tokens")} == {
         "max_seq_len": 128,

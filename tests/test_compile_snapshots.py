@@ -15,10 +15,10 @@ import pytest
 
 import olive_flows
 from olive_flows.compile.plan import plan_recipe
+from olive_flows.console import Console
 from olive_flows.paths import cache_dir
 from olive_flows.recipe.catalog import builtin_recipes
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
+from olive_flows.validate.load import load_recipe
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "compile"
 

@@ -10,8 +10,8 @@ import yaml
 from conftest import REPO
 
 from olive_flows.cli.main import main
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -94,8 +94,15 @@ def test_show_prints_the_resolved_recipe(capsys):
 def test_compile_writes_byte_stable_configs_without_training(tmp_path, capsys):
     args = ["compile", "quickstart", f"output.dir={tmp_path / 'out'}"]
     assert main(args) == 0
-    paths = [line for line in capsys.readouterr().out.splitlines() if line.endswith(".json")]
-    assert [p.rsplit("/", 2)[-2:] for p in paths] == [["cpu", "contacts.json"], ["cpu", "dates.json"]]
+    written = [line.removeprefix("wrote ") for line in capsys.readouterr().out.splitlines()]
+    data = [line for line in written if line.endswith("(train, eval and test split files)")]
+    assert [line.split("/_work/data/")[1].split("-")[0] for line in data] == ["contacts", "dates"]
+    paths = [line for line in written if line.endswith(".json")]
+    assert [p.rsplit("/", 2)[-2:] for p in paths] == [
+        ["cpu", "contacts.json"],
+        ["cpu", "dates.json"],
+        ["compiled", "olive_package_config.json"],
+    ]
     first = [(tmp_path / p).read_bytes() for p in paths]
     assert main(args) == 0
     assert [(tmp_path / p).read_bytes() for p in paths] == first

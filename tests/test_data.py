@@ -9,7 +9,7 @@ import pytest
 from olive_flows.data.clean import clean_rows, near_duplicate_groups, normalize_whitespace, scrub
 from olive_flows.data.prepare import Report, normalize_rows, split_rows
 from olive_flows.data.sources import iter_local
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 
 def chat(q: str, a: str = "ok") -> dict:

@@ -13,11 +13,11 @@ import yaml
 from conftest import tiny_recipe, write_recipe
 
 from olive_flows.cli.main import main
+from olive_flows.console import Console
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.files import sha256_file
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
-from olive_flows.run.pipeline import run_recipe
+from olive_flows.pipeline import run_recipe
+from olive_flows.validate.load import load_recipe
 
 BASE_FILES = {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"}
 

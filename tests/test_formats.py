@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from olive_flows.data.prepare import prepare_dataset
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 ROWS = 10
 

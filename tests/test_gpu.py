@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import tiny_recipe, write_recipe
 
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
-from olive_flows.run.pipeline import run_recipe
+from olive_flows.console import Console
+from olive_flows.pipeline import run_recipe
 from olive_flows.validate.environment import cuda_device_count, missing_packages
+from olive_flows.validate.load import load_recipe
 
 pytestmark = [
     pytest.mark.gpu,

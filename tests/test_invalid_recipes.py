@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 CORPUS = Path(__file__).parent / "recipes" / "invalid"
 CASES = sorted(CORPUS.glob("*.yaml"))

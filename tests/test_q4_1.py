@@ -7,8 +7,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_flows.run.olive import package_config
-from olive_flows.run.q4_1_pass import quantize_q4_1
+from olive_flows.plugins import package_config
+from olive_flows.plugins.q4_1_pass import quantize_q4_1
 
 K, N, BLOCK = 64, 48, 32
 rng = np.random.default_rng(0)

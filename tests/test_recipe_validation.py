@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 VALID = """\
 schema_version: 1

@@ -12,12 +12,11 @@ from conftest import write_recipe
 
 from olive_flows import metadata
 from olive_flows.compile.plan import plan_recipe
-from olive_flows.compile.workflow import provider_of
+from olive_flows.console import Console
+from olive_flows.problems import UserError
 from olive_flows.recipe.catalog import builtin_recipes
-from olive_flows.recipe.load import load_recipe
-from olive_flows.run.console import Console
 from olive_flows.validate.environment import environment_problems
-from olive_flows.validate.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "olive_recipes.json").read_text())
 PROFILES = metadata.load("targets")["profiles"]
@@ -45,11 +44,11 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
     assert {job.target for job in plan.jobs} == set(recipe.targets)
     for job in plan.jobs:
         target = recipe.targets[job.target]
-        provider = provider_of(target)
+        provider = metadata.provider_of(target)
         accelerator = job.config["systems"]["target"]["accelerators"][0]
         assert accelerator == {"device": PROFILES[provider]["olive_device"], "execution_providers": [provider]}
         chain = [p["type"] for p in job.config["passes"].values()]
-        method = metadata.load("methods")[recipe.adapters[job.adapter]["method"]]
+        method = metadata.method(recipe.adapters[job.adapter]["method"])
         method_pass = method["olive_pass"]
         assert chain[0] == method["pass"] and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
         reference = REFERENCE.get(provider)

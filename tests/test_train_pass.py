@@ -14,8 +14,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from olive_flows.data.tokenize import encode
-from olive_flows.run.olive import package_config, run_workflow
-from olive_flows.run.train_pass import keep_learned_logits, keeps_chosen_logits
+from olive_flows.plugins import package_config
+from olive_flows.plugins.train_pass import keep_learned_logits, keeps_chosen_logits
+from olive_flows.run.olive import run_workflow
 
 
 def lora_model(folder) -> torch.nn.Module:
@@ -92,7 +93,9 @@ def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(
     trains with the learned logits only (its log line says so)."""
     config = {**tiny_job.config, "passes": {"train": tiny_job.config["passes"]["train"]}}
     assert config["passes"]["train"]["type"] == "OliveFlowsLoRA"
-    assert package_config()["passes"]["OliveFlowsLoRA"]["module_path"] == "olive_flows.run.train_pass.OliveFlowsLoRA"
+    assert (
+        package_config()["passes"]["OliveFlowsLoRA"]["module_path"] == "olive_flows.plugins.train_pass.OliveFlowsLoRA"
+    )
 
     with caplog.at_level(logging.INFO, logger="olive"):
         run_workflow(tiny_job.name, config, tmp_path / "job.log")

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from olive_flows.package.manifest import MANIFEST
-from olive_flows.validate.problems import UserError
+from olive_flows.layout import is_package
+from olive_flows.problems import UserError
 
 HELP = "commands: /adapter NAME, /base, /reset, /quit"
 
@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _package(ref: str) -> Path:
-    if (Path(ref) / MANIFEST).is_file():
+    if is_package(Path(ref)):
         return Path(ref)
     from olive_flows.cli.eval_cmd import packages_of
 

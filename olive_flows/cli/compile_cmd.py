@@ -1,7 +1,8 @@
 """``olive-flows compile RECIPE [FIELD=VALUE ...]``: write the Olive workflow configs `run` would execute.
 
-A dry run: the data is checked and split (the configs name the split files), nothing is trained or
-exported, and the built-in model is not prepared. The configs are byte-stable between runs.
+Nothing is trained or exported and the built-in model is not prepared. Two things are written, and
+listed: the data split files (the configs name them) and the configs. Both are byte-stable between
+runs of the same recipe and data.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from olive_flows.paths import display_path
-from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.load import load_recipe
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,9 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     from olive_flows.compile.plan import plan_recipe
-    from olive_flows.run.console import Console
+    from olive_flows.console import Console
 
     plan = plan_recipe(recipe, Console())
-    for job in plan.jobs:
-        print(display_path(plan.workspace.compiled / job.target / f"{job.adapter}.json"))
+    for path in plan.written:
+        print(f"wrote {display_path(path)}{'/ (train, eval and test split files)' if path.is_dir() else ''}")
     return 0

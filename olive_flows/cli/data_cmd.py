@@ -14,7 +14,7 @@ from typing import Any
 
 from olive_flows.data.sources import LOCAL_SUFFIXES
 from olive_flows.paths import cache_dir, display_path
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -41,8 +41,8 @@ def _tokenizer(model_id: str, base: Path, trust_remote_code: bool = False) -> An
     from olive_flows.models.resolve import BUILTIN_PREFIX
 
     if model_id.startswith(BUILTIN_PREFIX):
+        from olive_flows.capture import output_to
         from olive_flows.models.builtin import materialize
-        from olive_flows.run.capture import output_to
 
         with output_to(cache_dir() / "logs" / "materialize.log"):
             return AutoTokenizer.from_pretrained(materialize(model_id.removeprefix(BUILTIN_PREFIX)))
@@ -53,10 +53,10 @@ def _tokenizer(model_id: str, base: Path, trust_remote_code: bool = False) -> An
 
 
 def _recipe_checks(args: argparse.Namespace) -> list:
-    from olive_flows.data.check import Tokenization, check_rows
+    from olive_flows.data.inspection import Tokenization, check_rows
     from olive_flows.data.prepare import records
     from olive_flows.models.resolve import model_ref
-    from olive_flows.recipe.load import load_recipe
+    from olive_flows.validate.load import load_recipe
 
     recipe = load_recipe(args.target, args.overrides)
     ref = model_ref(recipe)
@@ -80,7 +80,7 @@ def _recipe_checks(args: argparse.Namespace) -> list:
 
 
 def _file_checks(args: argparse.Namespace) -> list:
-    from olive_flows.data.check import Tokenization, check_rows
+    from olive_flows.data.inspection import Tokenization, check_rows
     from olive_flows.data.sources import iter_local
 
     path = Path(args.target)

@@ -11,10 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from olive_flows import metadata
-from olive_flows.package.manifest import MANIFEST, RESOLVED_RECIPE
+from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, REPORT_MD, RESOLVED_RECIPE, is_package
 from olive_flows.paths import display_path
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -29,73 +28,46 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def packages_of(target: str, overrides: list[str]) -> list[Path]:
     """The package folders ``target`` names: itself, or every built package of a recipe."""
     folder = Path(target)
-    if (folder / MANIFEST).is_file():
+    if is_package(folder):
         return [folder]
-    from olive_flows.recipe.load import load_recipe
-    from olive_flows.workspace import Workspace
+    from olive_flows.layout import Workspace
+    from olive_flows.validate.load import load_recipe
 
     recipe = load_recipe(target, overrides)
-    found = [
-        Workspace.of(recipe).package(t)
-        for t in recipe.targets
-        if (Workspace.of(recipe).package(t) / MANIFEST).is_file()
-    ]
+    workspace = Workspace.of(recipe)
+    found = [workspace.package(t) for t in recipe.targets if is_package(workspace.package(t))]
     if not found:
         raise UserError(f"{target}: no built package yet; run `olive-flows run {target}` first")
     return found
 
 
-def evaluate_folder(package: Path, overrides: list[str]) -> None:
-    """Evaluate one package folder in place and re-hash its manifest."""
-    from olive_flows.data.prepare import scored_split
-    from olive_flows.evaluate.check import check_package
-    from olive_flows.evaluate.evaluation import EvalSubject, read_rows
+def evaluate_folder(package: Path, overrides: list[str]) -> Path:
+    """Evaluate one package folder in place, as a run does, and re-hash its manifest; return the log."""
+    from olive_flows.console import Console
+    from olive_flows.evaluate.assess import assess_package
     from olive_flows.files import write_json
+    from olive_flows.layout import Workspace
     from olive_flows.package.manifest import file_table
-    from olive_flows.recipe.load import apply_overrides
     from olive_flows.recipe.model import Recipe
+    from olive_flows.recipe.read import apply_overrides
     from olive_flows.recipe.source import SourceMap
-    from olive_flows.run.console import Console
     from olive_flows.validate.schema import with_defaults
 
     manifest = json.loads((package / MANIFEST).read_text())
     resolved = json.loads((package / RESOLVED_RECIPE).read_text())
     data = with_defaults(apply_overrides(resolved, SourceMap(), [o for o in overrides if o.startswith("evaluation.")]))
     recipe = Recipe(data, data, display_path(package / RESOLVED_RECIPE), SourceMap())
-    adapters = list(manifest["adapters"])
-    rows = {}
-    for adapter in adapters:
-        audit = package.parent / "_data" / adapter
-        if not audit.is_dir():
-            raise UserError(f"{display_path(audit)} is missing: the held-out rows of adapter '{adapter}' are needed")
-        split = scored_split(json.loads((audit / "stats.json").read_text())["rows"])
-        rows[adapter] = read_rows(audit / f"{split}.jsonl", data["evaluation"]["max_rows"])
-    peft = {a: package.parent / "_peft" / a for a in adapters if (package.parent / "_peft" / a).is_dir()}
-    subject = EvalSubject(
-        rows=rows,
-        dataset_of={a: manifest["adapters"][a]["dataset"]["name"] for a in adapters},
-        precision=manifest["target"]["precision"],
-        peft=peft,
-        model_path=manifest["base_model"].get("path"),
-        trust_remote_code=data["model"]["trust_remote_code"],
-    )
-    provider = metadata.target_profile(manifest["target"]["provider"])["genai_provider"]
-    check_package(
-        recipe,
-        manifest["target"]["name"],
-        package,
-        manifest,
-        subject=subject,
-        genai_provider=provider,
-        console=Console(),
-        log=package.parent / "_work" / "logs" / f"eval-{manifest['target']['name']}.log",
-    )
-    manifest["files"] = file_table(package)
-    write_json(package / MANIFEST, manifest)
+    workspace = Workspace(package.resolve().parent)
+    with workspace.locked():
+        log = workspace.new_run("-eval") / "logs" / f"eval-{manifest['target']['name']}.log"
+        assess_package(recipe, package, manifest, workspace=workspace, console=Console(), log=log)
+        manifest["files"] = file_table(package)
+        write_json(package / MANIFEST, manifest)
+    return log
 
 
 def run(args: argparse.Namespace) -> int:
     for package in packages_of(args.target, args.overrides):
-        evaluate_folder(package, args.overrides)
-        print(f"{display_path(package)}: eval.json, report.md, report.html")
+        log = evaluate_folder(package, args.overrides)
+        print(f"{display_path(package)}: {EVAL}, {REPORT_MD}, {REPORT_HTML}; log: {display_path(log)}")
     return 0

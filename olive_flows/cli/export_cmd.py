@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 
 from olive_flows import metadata
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
-from olive_flows.workspace import Workspace
+from olive_flows.layout import Workspace
+from olive_flows.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(
         args.recipe, [*args.overrides, *target_overrides(list(recipe.targets), args.target, args.precision)]
     )
-    from olive_flows.run.pipeline import run_recipe  # heavy imports only once the recipe is valid
+    from olive_flows.pipeline import run_recipe  # heavy imports only once the recipe is valid
 
     run_recipe(recipe, offline=args.offline)
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from olive_flows.problems import UserError
 from olive_flows.recipe.catalog import builtin_recipes, header
-from olive_flows.recipe.load import load_recipe
-from olive_flows.validate.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -24,7 +24,7 @@ from olive_flows.cli import (
     validate_cmd,
     verify_cmd,
 )
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 SUBCOMMANDS = (
     run_cmd,

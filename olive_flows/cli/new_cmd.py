@@ -16,9 +16,10 @@ from pathlib import Path
 
 from olive_flows.files import write_text_atomic
 from olive_flows.paths import SCHEMA_PATH, display_path
-from olive_flows.recipe.load import find_recipe, load_recipe
+from olive_flows.problems import Location, Problem, UserError
+from olive_flows.recipe.read import find_recipe
 from olive_flows.recipe.source import parse_yaml
-from olive_flows.validate.problems import Location, Problem, UserError
+from olive_flows.validate.load import load_recipe
 from olive_flows.validate.schema import recipe_schema
 
 PLAIN_SCALAR = re.compile(r"^[\w./:-]+$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.load import load_recipe
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
-    from olive_flows.run.pipeline import run_recipe  # heavy imports only once the recipe is valid
+    from olive_flows.pipeline import run_recipe  # heavy imports only once the recipe is valid
 
     run_recipe(recipe, offline=args.offline)
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from olive_flows.recipe.load import load_recipe
+from olive_flows.validate.load import load_recipe
 from olive_flows.validate.schema import in_schema_order
 
 

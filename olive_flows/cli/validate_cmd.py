@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from olive_flows.recipe.load import load_recipe
+from olive_flows.problems import UserError
 from olive_flows.validate.environment import environment_problems
-from olive_flows.validate.problems import UserError
+from olive_flows.validate.load import load_recipe
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from olive_flows.files import sha256_file
-from olive_flows.package.manifest import MANIFEST
+from olive_flows.layout import MANIFEST
 from olive_flows.paths import display_path
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 VERIFY_FAILED = 5
 

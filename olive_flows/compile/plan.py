@@ -1,7 +1,9 @@
 """Everything a run needs decided before Olive starts: the model, the prepared data, the workflows.
 
-`olive-flows compile` stops here (a dry run that writes the Olive configs); `olive-flows run`
-goes on to execute them.
+Planning writes files, and says which: the data split files (the compiled configs name them, and
+a changed dataset gets a new folder, so Olive's cache never reuses an adapter trained on old rows)
+and the compiled configs. `olive-flows compile` stops here and lists them; `olive-flows run` also
+prepares a built-in model for Olive (``model_log``) and goes on to execute the configs.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olive_flows.capture import output_to
 from olive_flows.compile.workflow import Job, compile_recipe
+from olive_flows.console import Console
 from olive_flows.data.prepare import PreparedDataset, prepare_dataset
+from olive_flows.files import write_text_atomic
+from olive_flows.layout import Workspace
 from olive_flows.models.resolve import ModelRef, model_facts, model_ref
 from olive_flows.paths import display_path
+from olive_flows.plugins import PACKAGE_CONFIG_FILE, package_config
+from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
-from olive_flows.run.capture import output_to
-from olive_flows.run.console import Console
-from olive_flows.run.olive import PACKAGE_CONFIG_FILE, package_config
-from olive_flows.validate.problems import UserError
-from olive_flows.workspace import Workspace
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Plan:
     facts: dict[str, Any]
     datasets: dict[str, PreparedDataset]
     jobs: list[Job]
+    written: list[Path]  # the data folders and config files planning wrote or found up to date
 
 
 def needs_hub(recipe: Recipe) -> bool:
@@ -100,6 +104,6 @@ def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None)
     files[workspace.compiled / PACKAGE_CONFIG_FILE] = json.dumps(package_config(), indent=2) + "\n"
     for path, text in files.items():
         if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    return Plan(recipe, workspace, ref, facts, datasets, jobs)
+            write_text_atomic(path, text)
+    written = [data.folder for data in datasets.values()] + list(files)
+    return Plan(recipe, workspace, ref, facts, datasets, jobs, written)

@@ -17,11 +17,11 @@ from typing import Any
 
 from olive_flows import metadata
 from olive_flows.data.prepare import PreparedDataset
-from olive_flows.data.tokenize import OLIVE_COMPONENT, OLIVE_COMPONENT_FILE
+from olive_flows.layout import Workspace
+from olive_flows.models.architecture import trained_modules
 from olive_flows.models.resolve import ModelRef
+from olive_flows.plugins import TOKENIZE_COMPONENT, component_file
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.rules import effective_target_modules
-from olive_flows.workspace import Workspace
 
 TRAIN, BUILD, QUANTIZE, EXTRACT = "train", "build", "quantize", "extract"
 TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
@@ -43,18 +43,13 @@ class Job:
 
     @property
     def stats_path(self) -> str:
-        """Where the training data's tokenization reports what it did (see data/olive_component.py)."""
+        """Where the training data's tokenization reports what it did (see plugins/tokenize_component.py)."""
         return self.config["data_configs"][0]["pre_process_data_config"]["params"]["stats_path"]
 
     def to_json(self) -> str:
         """The config as JSON, as `olive-flows compile` writes it. Keys keep their order: Olive runs
         the passes in the order they are listed, so sorting them would reorder the workflow."""
         return json.dumps(self.config, indent=2) + "\n"
-
-
-def provider_of(target: dict[str, Any]) -> str:
-    """A target's execution provider: its own, else its device's default."""
-    return target["provider"] or metadata.default_provider(target["device"])
 
 
 def lora_node_names(modules: list[str], num_layers: int) -> list[str]:
@@ -86,9 +81,9 @@ def _data_config(name: str, rows: Path, tokenization: dict[str, Any]) -> dict[st
     return {
         "name": name,
         "type": "HuggingfaceContainer",
-        "user_script": str(OLIVE_COMPONENT_FILE),
+        "user_script": str(component_file(TOKENIZE_COMPONENT)),
         "load_dataset_config": {"data_name": "json", "data_files": str(rows), "split": "train"},
-        "pre_process_data_config": {"type": OLIVE_COMPONENT, "params": tokenization},
+        "pre_process_data_config": {"type": TOKENIZE_COMPONENT, "params": tokenization},
     }
 
 
@@ -122,11 +117,11 @@ def _train_pass(
         _data_config(EVAL_DATA, data.eval_file, eval_tokens),
     ]
     train = {
-        "type": metadata.load("methods")[spec["method"]]["pass"],
+        "type": metadata.method(spec["method"])["pass"],
         "r": spec["r"],
         "alpha": spec["alpha"],
         "lora_dropout": spec["dropout"],
-        "target_modules": effective_target_modules(recipe, adapter, arch),
+        "target_modules": trained_modules(spec, arch),
         "torch_dtype": recipe.data["model"]["dtype"],
         "train_data_config": TRAIN_DATA,
         "eval_data_config": EVAL_DATA,
@@ -219,7 +214,7 @@ def compile_recipe(
         load_kwargs["revision"] = model.revision
     input_model["load_kwargs"] = load_kwargs
     for target_name, target in recipe.targets.items():
-        provider = provider_of(target)
+        provider = metadata.provider_of(target)
         profile = metadata.target_profile(provider)
         for adapter in recipe.target_adapters(target_name):
             train, data_configs = _train_pass(

@@ -24,9 +24,9 @@ from typing import Any
 from olive_flows.data.clean import clean_rows, row_key
 from olive_flows.data.formats import detect_format, normalize, row_errors
 from olive_flows.data.sources import BadRecord, iter_hub, iter_local
-from olive_flows.files import write_text_atomic
+from olive_flows.files import read_jsonl, write_text_atomic
+from olive_flows.problems import Location, Problem, UserError
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.problems import Location, Problem, UserError
 
 MAX_REPORTED_ROWS = 20
 SPLITS = ("train", "eval", "test")
@@ -176,7 +176,7 @@ def normalize_rows(
     return normalized, fmt, detected
 
 
-def read_rows(
+def read_dataset(
     recipe: Recipe, name: str, key: str = "path", report: Report | None = None
 ) -> tuple[list[dict], str | None, bool]:
     """Normalized rows of a dataset's ``key`` source; a problem without a row is located at the dataset."""
@@ -223,21 +223,17 @@ def _write_splits(data_dir: Path, name: str, splits: dict[str, list[Any]]) -> tu
     return digest, folder
 
 
-def _load_split(folder: Path, split: str) -> list[dict]:
-    return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
 def prepare_dataset(recipe: Recipe, name: str, data_dir: Path, _prepared: dict | None = None) -> PreparedDataset:
     """Check, normalize, clean and split dataset ``name``; write its split files (once per content)."""
     spec = recipe.datasets[name]
     if "mix" in spec:
         return _prepare_mix(recipe, name, data_dir, _prepared if _prepared is not None else {})
     report = Report()
-    rows, fmt, detected = read_rows(recipe, name, report=report)
+    rows, fmt, detected = read_dataset(recipe, name, report=report)
     rows, report.cleaning = clean_rows(rows, spec["clean"])
     report.duplicate_groups = len(rows) - len({row_key(r) for r in rows})
     if "eval_path" in spec:
-        held_out = clean_rows(read_rows(recipe, name, "eval_path")[0], spec["clean"])[0]
+        held_out = clean_rows(read_dataset(recipe, name, "eval_path")[0], spec["clean"])[0]
         train, _, test = split_rows(rows, (0.0, spec["test_split"]), spec["seed"])
         keys = {row_key(r) for r in held_out}
         train = [r for r in train if row_key(r) not in keys]
@@ -269,7 +265,7 @@ def _prepare_mix(recipe: Recipe, name: str, data_dir: Path, prepared: dict[str, 
     rng = random.Random(spec["seed"])
     splits: dict[str, list[Any]] = {split: [] for split in SPLITS}
     for part_name, part in parts.items():
-        pool = _load_split(part.folder, "train")
+        pool = read_jsonl(part.folder / "train.jsonl")
         wanted = round(total_rows * spec["mix"][part_name] / total_weight)
         drawn = []
         while len(drawn) < wanted:  # cycle through shuffled copies: oversampling repeats rows evenly
@@ -278,7 +274,7 @@ def _prepare_mix(recipe: Recipe, name: str, data_dir: Path, prepared: dict[str, 
             drawn += batch[: wanted - len(drawn)]
         splits["train"] += drawn
         for split in ("eval", "test"):
-            splits[split] += _load_split(part.folder, split)
+            splits[split] += read_jsonl(part.folder / f"{split}.jsonl")
     rng.shuffle(splits["train"])
     if spec["max_samples"]:
         splits["train"] = splits["train"][: spec["max_samples"]]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from olive_flows.paths import display_path
-from olive_flows.validate.problems import Location, Problem, UserError
+from olive_flows.problems import Location, Problem, UserError
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".sqlite", ".sqlite3", ".db")
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")

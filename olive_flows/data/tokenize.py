@@ -3,19 +3,15 @@
 For chat rows only the assistant's turns are learned by default (prompt tokens get the label -100,
 which the loss ignores); plain text is learned whole. Rows longer than max_seq_len are truncated
 and counted; a row left with no learned token is dropped. The same code serves training (through
-Olive's data config, see olive_component.py) and ``olive-flows data check``.
+Olive's data config, see plugins/tokenize_component.py) and ``olive-flows data check``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 IGNORE = -100  # the label transformers' loss skips
-# The Olive data component that calls this module during training (see olive_component.py).
-OLIVE_COMPONENT = "olive_flows_tokenize"
-OLIVE_COMPONENT_FILE = Path(__file__).with_name("olive_component.py")
 
 
 class TemplateError(ValueError):

@@ -15,13 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from olive_flows.console import Console
 from olive_flows.data.formats import split_chat
+from olive_flows.data.prepare import scored_split
 from olive_flows.evaluate.metrics import score
 from olive_flows.evaluate.perplexity import NLL, PyTorchScorer, examples, onnx_logits, token_nll
-from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX, PackageRuntime
+from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
+from olive_flows.files import read_jsonl
+from olive_flows.layout import Workspace, adapter_files
+from olive_flows.paths import display_path
+from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
-from olive_flows.run.console import Console
 
 SAMPLES_PER_DATASET = 2
 PARITY_ROWS = 3
@@ -40,11 +45,28 @@ class EvalSubject:
     model_path: str | None = None
     trust_remote_code: bool = False
 
-
-def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` rows of a JSON Lines file."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]
+    @classmethod
+    def of(cls, recipe: Recipe, manifest: dict[str, Any], workspace: Workspace) -> EvalSubject:
+        """The subject of a package's manifest, from what a run leaves beside its packages: the
+        audited rows of each adapter (``_data/``) and the PEFT adapters (``_peft/``)."""
+        adapters = list(manifest["adapters"])
+        rows = {}
+        for adapter in adapters:
+            audit = workspace.audit(adapter)
+            if not (audit / "stats.json").is_file():
+                raise UserError(
+                    f"{display_path(audit)} is missing: the held-out rows of adapter '{adapter}' are needed"
+                )
+            split = scored_split(json.loads((audit / "stats.json").read_text())["rows"])
+            rows[adapter] = read_jsonl(audit / f"{split}.jsonl", recipe.data["evaluation"]["max_rows"])
+        return cls(
+            rows=rows,
+            dataset_of={a: manifest["adapters"][a]["dataset"]["name"] for a in adapters},
+            precision=manifest["target"]["precision"],
+            peft={a: workspace.peft(a) for a in adapters if workspace.peft(a).is_dir()},
+            model_path=manifest["base_model"].get("path"),
+            trust_remote_code=recipe.data["model"]["trust_remote_code"],
+        )
 
 
 def _task_scores(
@@ -215,10 +237,7 @@ def package_bytes(folder: Path) -> tuple[int, dict[str, int]]:
         for p in folder.iterdir()
         if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx.data"))
     )
-    adapters = {
-        p.name.removesuffix(ADAPTER_SUFFIX): p.stat().st_size
-        for p in sorted((folder / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}"))
-    }
+    adapters = {name: path.stat().st_size for name, path in adapter_files(folder).items()}
     return base, adapters
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-PLOTS_DIR = "report"
+from olive_flows.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS
 
 
 def _plot(history: list[dict[str, Any]], title: str) -> tuple[bytes, bytes]:
@@ -130,7 +130,7 @@ def write_report(
     recipe: dict[str, Any],
 ) -> None:
     """Write report.md, report.html and the plots in report/ into the package ``folder``."""
-    plots_dir = folder / PLOTS_DIR
+    plots_dir = folder / REPORT_PLOTS
     plots_dir.mkdir(exist_ok=True)
     images: list[tuple[str, str, bytes]] = []  # (caption, file name, png)
     for adapter, history in histories.items():
@@ -159,9 +159,9 @@ def write_report(
             "",
         ]
     if images:
-        md += ["## Training", ""] + [f"![{caption}]({PLOTS_DIR}/{name})" for caption, name, _ in images] + [""]
+        md += ["## Training", ""] + [f"![{caption}]({REPORT_PLOTS}/{name})" for caption, name, _ in images] + [""]
     md += ["## Resolved recipe", "", f"```yaml\n{recipe_yaml}```", ""]
-    (folder / "report.md").write_text("\n".join(md), encoding="utf-8")
+    (folder / REPORT_MD).write_text("\n".join(md), encoding="utf-8")
 
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     for heading, content in sections:
@@ -181,4 +181,4 @@ def write_report(
         "th{background:#f3f3f3}pre{background:#f7f7f7;padding:.75rem;overflow:auto}figure{margin:1rem 0}"
     )
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>{"".join(parts)}</body></html>\n'
-    (folder / "report.html").write_text(page, encoding="utf-8")
+    (folder / REPORT_HTML).write_text(page, encoding="utf-8")

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ADAPTER_DIR = "adapters"
-ADAPTER_SUFFIX = ".onnx_adapter"
+from olive_flows.layout import adapter_files
 
 
 def provider_available(genai_provider: str | None) -> bool:
@@ -53,8 +52,7 @@ class PackageRuntime:
         self.tokenizer = og.Tokenizer(self.model)
         self.adapters = og.Adapters(self.model)
         self.adapter_names = []
-        for path in sorted((folder / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}")):
-            name = path.name.removesuffix(ADAPTER_SUFFIX)
+        for name, path in adapter_files(folder).items():
             self.adapters.load(str(path), name)
             self.adapter_names.append(name)
 

@@ -21,6 +21,11 @@ def methods() -> dict[str, dict[str, Any]]:
     return {name: method for name, method in load("methods").items() if not name.startswith("_")}
 
 
+def method(name: str) -> dict[str, Any]:
+    """One fine-tuning method of methods.json (its Olive pass, what it needs, whether it exports)."""
+    return methods()[name]
+
+
 def architecture(model_type: str) -> dict[str, Any] | None:
     """Facts about one Hugging Face ``model_type``, or None when olive-flows has none."""
     return load("architectures")["architectures"].get(model_type)
@@ -34,6 +39,11 @@ def target_profile(provider: str) -> dict[str, Any]:
 def default_provider(device: str) -> str:
     """The execution provider a target on ``device`` uses when the recipe names none."""
     return load("targets")["device_default_provider"][device]
+
+
+def provider_of(target: dict[str, Any]) -> str:
+    """A recipe target's execution provider: its own, else its device's default."""
+    return target["provider"] or default_provider(target["device"])
 
 
 def builtin_model(name: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from olive_flows import metadata
 from olive_flows.models.resolve import builtin_folder
-from olive_flows.validate.problems import UserError
+from olive_flows.problems import UserError
 
 COMPLETE_MARKER = "olive-flows-builtin.json"
 

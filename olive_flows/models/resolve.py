@@ -13,8 +13,8 @@ from typing import Any
 
 from olive_flows import metadata
 from olive_flows.paths import cache_dir, display_path
+from olive_flows.problems import Problem, did_you_mean
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.problems import Problem, did_you_mean
 
 BUILTIN_PREFIX = "builtin:"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX
+from olive_flows.layout import adapter_files
 from olive_flows.package.assemble import PackageError
 
 SCALE_SUFFIX = ".scale"
@@ -89,5 +89,5 @@ def quantize_package(folder: Path) -> None:
     """Store the LoRA weights of a staged package in int8: its graph and every adapter file."""
     if quantize_graph(folder / "model.onnx") == 0:
         raise PackageError(f"{folder / 'model.onnx'} has no LoRA weight inputs to store in int8")
-    for path in sorted((folder / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}")):
+    for path in adapter_files(folder).values():
         quantize_adapter_file(path)

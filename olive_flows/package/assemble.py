@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from olive_flows.evaluate.runtime import ADAPTER_DIR, ADAPTER_SUFFIX
 from olive_flows.files import sha256_file
+from olive_flows.layout import ADAPTER_DIR, adapter_file
 from olive_flows.package.graph import shared_graph
 
 BASE_FILE_PATTERNS = (
@@ -94,7 +94,7 @@ def assemble(outputs: dict[str, Path], staging: Path) -> None:
     (staging / ADAPTER_DIR).mkdir()
     input_types: dict[str, int] = {}  # of the package's graph, read once when a first .npz needs them
     for adapter, folder in outputs.items():
-        destination = staging / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}"
+        destination = adapter_file(staging, adapter)
         if (folder / EXTRACTED_ADAPTER).is_file():
             shutil.copy2(folder / EXTRACTED_ADAPTER, destination)
         elif (folder / EXTRACTED_NPZ).is_file():

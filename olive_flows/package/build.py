@@ -6,22 +6,22 @@ replaces the previous one, so an interrupted or failed run leaves the old packag
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from olive_flows import metadata
-from olive_flows.compile.workflow import Job, provider_of
+from olive_flows.compile.workflow import Job
 from olive_flows.data.prepare import PreparedDataset
 from olive_flows.files import replace_dir, staging_dir, write_json
+from olive_flows.layout import ADAPTER_DIR, ADAPTER_SUFFIX, MANIFEST, RESOLVED_RECIPE, Workspace
 from olive_flows.models.resolve import ModelRef
 from olive_flows.package import adapter_weights, graph
 from olive_flows.package.assemble import PackageError, assemble
 from olive_flows.package.manifest import (
     FORMAT,
-    MANIFEST,
-    RESOLVED_RECIPE,
     file_table,
     inputs_fingerprint,
     recipe_hash,
@@ -29,7 +29,6 @@ from olive_flows.package.manifest import (
     versions,
 )
 from olive_flows.recipe.model import Recipe
-from olive_flows.workspace import Workspace
 
 # Checks (and evaluates) a staged package, records its verdict in the manifest it is given, and
 # returns what it measured (eval.json's content, or {} when the package cannot run here).
@@ -49,7 +48,7 @@ def build_package(
     its scores, or None for the scores when the package on disk was built from the same inputs and
     is intact (nothing is rebuilt or re-evaluated then)."""
     spec = recipe.targets[target]
-    provider = provider_of(spec)
+    provider = metadata.provider_of(spec)
     profile = metadata.target_profile(provider)
     final = workspace.package(target)
     fingerprint = inputs_fingerprint(recipe_hash(recipe.data), target, {n: f for n, (_, f) in outputs.items()})
@@ -80,7 +79,10 @@ def build_package(
                 "runtime_package": profile["runtime_package"],
                 **({"int4": spec["int4"]} if spec["precision"] == "int4" else {}),
             },
-            "adapters": {name: _adapter_entry(recipe, name, job, datasets) for name, (job, _) in outputs.items()},
+            "adapters": {
+                name: _adapter_entry(recipe, name, job, datasets, workspace, final)
+                for name, (job, _) in outputs.items()
+            },
             "versions": versions(),
         }
         write_json(staging / RESOLVED_RECIPE, recipe.data)
@@ -93,17 +95,28 @@ def build_package(
     return final, scores
 
 
-def _adapter_entry(recipe: Recipe, name: str, job: Job, datasets: dict[str, PreparedDataset]) -> dict[str, Any]:
+def _adapter_entry(
+    recipe: Recipe, name: str, job: Job, datasets: dict[str, PreparedDataset], workspace: Workspace, package: Path
+) -> dict[str, Any]:
     spec = recipe.adapters[name]
+
+    def beside(folder: Path) -> str:
+        return Path(os.path.relpath(folder, package)).as_posix()
+
     data = datasets[spec["dataset"]]
     return {
-        "file": f"adapters/{name}.onnx_adapter",
+        "file": f"{ADAPTER_DIR}/{name}{ADAPTER_SUFFIX}",
         "method": spec["method"],
         "r": spec["r"],
         "alpha": spec["alpha"],
         "target_modules": job.config["passes"]["train"]["target_modules"],
-        "dataset": {"name": data.name, "sha256": data.sha256, "rows": data.rows, "audit": f"../_data/{name}"},
-        "peft": f"../_peft/{name}",
+        "dataset": {
+            "name": data.name,
+            "sha256": data.sha256,
+            "rows": data.rows,
+            "audit": beside(workspace.audit(name)),
+        },
+        "peft": beside(workspace.peft(name)),
     }
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from olive_flows.files import sha256_file
+from olive_flows.layout import MANIFEST
 
-MANIFEST = "manifest.json"
-RESOLVED_RECIPE = "recipe.json"  # the recipe the package was built from, every default filled in
 FORMAT = "olive-flows-package/1"
 VERSIONED_PACKAGES = ("olive-flows", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft")
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olive_flows.problems import Location, Problem, field_path
 from olive_flows.recipe.source import SourceMap
-from olive_flows.validate.problems import Location, Problem, field_path
 
 
 @dataclass

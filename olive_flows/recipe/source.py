@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from olive_flows.validate.problems import Location, Problem, UserError, field_path
+from olive_flows.problems import Location, Problem, UserError, field_path
 
 Path_ = tuple  # a field path: keys and list indexes from the document root
 

@@ -9,43 +9,16 @@ raises PassFailed naming the pass, the reason and the log.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import json
 import logging
 import os
 import traceback
 from pathlib import Path
 from typing import Any
 
-from olive_flows import metadata
-from olive_flows.run.capture import output_to
+from olive_flows.capture import output_to
+from olive_flows.plugins import package_config
 
 LOG_TAIL_LINES = 40
-PACKAGE_CONFIG_FILE = "olive_package_config.json"
-# Passes olive-flows adds to Olive's package config (Olive only loads passes its package config names).
-OWN_PASSES = {
-    "OnnxQ41Quantization": {
-        "module_path": "olive_flows.run.q4_1_pass.OnnxQ41Quantization",
-        "supported_providers": ["*"],
-        "supported_accelerators": ["cpu", "gpu"],
-        "supported_precisions": ["int4"],
-    }
-}
-TRAIN_PASSES = "olive_flows.run.train_pass"
-
-
-def package_config() -> dict[str, Any]:
-    """Olive's own package config plus olive-flows' passes; ``olive run --package-config`` takes it too.
-    Read from Olive's folder without importing Olive, which would add seconds to every compile.
-    Each training pass (metadata/methods.json) is registered like the Olive pass it extends."""
-    olive_dir = Path(next(iter(importlib.util.find_spec("olive").submodule_search_locations)))
-    config = json.loads((olive_dir / "olive_config.json").read_text(encoding="utf-8"))
-    training = {
-        method["pass"]: {**config["passes"][method["olive_pass"]], "module_path": f"{TRAIN_PASSES}.{method['pass']}"}
-        for method in metadata.methods().values()
-    }
-    config["passes"] = {**config["passes"], **OWN_PASSES, **training}
-    return config
 
 
 class PassFailed(Exception):

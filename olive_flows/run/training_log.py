@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import TrainerCallback, trainer
 
-from olive_flows.run.console import Console
+from olive_flows.console import Console
 
 PROGRESS_LINES = 6  # loss lines shown per training run
 

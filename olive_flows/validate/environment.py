@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator
 
 from olive_flows import metadata
+from olive_flows.problems import Problem
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.problems import Problem
 
 # Import names of the packages each training tracker can use (any one of them will do).
 TRACKER_PACKAGES = {"tensorboard": ["tensorboard", "tensorboardX"], "mlflow": ["mlflow"]}
@@ -40,9 +40,8 @@ def missing_packages(modules: list[str]) -> list[str]:
 
 def environment_problems(recipe: Recipe) -> Iterator[Problem]:
     """What this machine lacks to train every adapter of ``recipe``."""
-    methods = metadata.load("methods")
     for name, adapter in recipe.adapters.items():
-        method = methods[adapter["method"]]
+        method = metadata.method(adapter["method"])
         where = ("adapters", name, "method")
         missing = missing_packages(method["packages"])
         if missing:

@@ -15,10 +15,11 @@ from pathlib import Path
 from olive_flows import metadata
 from olive_flows.data.prepare import normalize_rows
 from olive_flows.data.sources import SQLITE_SUFFIXES, iter_local
-from olive_flows.models.resolve import BUILTIN_PREFIX, model_facts, model_ref, model_ref_problems
+from olive_flows.models.architecture import architecture_of, trained_modules
+from olive_flows.models.resolve import BUILTIN_PREFIX, model_ref_problems
 from olive_flows.paths import display_path
+from olive_flows.problems import Problem, UserError, did_you_mean
 from olive_flows.recipe.model import Recipe
-from olive_flows.validate.problems import Problem, UserError, did_you_mean
 
 Rule = Callable[[Recipe], Iterator[Problem]]
 RULES: list[Rule] = []
@@ -41,25 +42,6 @@ def rule_problems(recipe: Recipe, *, tolerant: bool = False) -> list[Problem]:
             if not tolerant:
                 raise
     return found
-
-
-def architecture_of(recipe: Recipe) -> dict | None:
-    """olive-flows' metadata for the recipe's model architecture, when the model type is known."""
-    if model_ref_problems(recipe):
-        return None
-    facts = model_facts(model_ref(recipe))
-    return metadata.architecture(facts["model_type"]) if facts else None
-
-
-def effective_target_modules(recipe: Recipe, adapter: str, arch: dict | None) -> list[str] | None:
-    """The modules an adapter trains: every linear layer for a method whose Olive pass ignores
-    target_modules, else its own list, else its architecture's default (None if unknown)."""
-    spec = recipe.adapters[adapter]
-    if arch and metadata.load("methods")[spec["method"]]["trains_every_linear"]:
-        return list(arch["lora_modules"])
-    if spec["target_modules"]:
-        return list(spec["target_modules"])
-    return list(arch["default_target_modules"]) if arch else None
 
 
 def _unknown(kind: str, name: str, known) -> tuple[str, str]:
@@ -147,12 +129,12 @@ def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
         if not shipped:
             continue
         first = shipped[0]
-        expected = effective_target_modules(recipe, first, arch)
+        expected = trained_modules(recipe.adapters[first], arch)
         for other in shipped[1:]:
-            modules = effective_target_modules(recipe, other, arch)
+            modules = trained_modules(recipe.adapters[other], arch)
             if sorted(modules or []) != sorted(expected or []):
                 methods = (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
-                every_linear = next((m for m in methods if metadata.load("methods")[m]["trains_every_linear"]), None)
+                every_linear = next((m for m in methods if metadata.method(m)["trains_every_linear"]), None)
                 why = f" ({every_linear} trains every linear layer)" if every_linear else ""
                 yield recipe.problem(
                     ("adapters", other, "target_modules"),
@@ -188,7 +170,7 @@ def method_trains_the_named_modules(recipe: Recipe) -> Iterator[Problem]:
     """target_modules is not silently ignored: QLoRA in Olive 0.13 trains every linear layer."""
     arch = architecture_of(recipe)
     for name, adapter in recipe.adapters.items():
-        modules, method = adapter["target_modules"], metadata.load("methods")[adapter["method"]]
+        modules, method = adapter["target_modules"], metadata.method(adapter["method"])
         if not (arch and modules and method["trains_every_linear"]):
             continue
         if sorted(modules) != sorted(arch["lora_modules"]):
@@ -204,7 +186,7 @@ def method_trains_the_named_modules(recipe: Recipe) -> Iterator[Problem]:
 def method_can_be_exported(recipe: Recipe) -> Iterator[Problem]:
     """The method's adapters survive export to onnxruntime-genai unchanged."""
     for name, adapter in recipe.adapters.items():
-        blocker = metadata.load("methods")[adapter["method"]]["export_blocker"]
+        blocker = metadata.method(adapter["method"])["export_blocker"]
         if blocker:
             yield recipe.problem(
                 ("adapters", name, "method"), f"{adapter['method']} cannot be exported: {blocker}", "use lora"
@@ -247,7 +229,7 @@ def provider_matches_device(recipe: Recipe) -> Iterator[Problem]:
 
 def _provider(target: dict) -> str | None:
     """The target's provider, or None when it names one of another device (reported on its own)."""
-    provider = target["provider"] or metadata.default_provider(target["device"])
+    provider = metadata.provider_of(target)
     return provider if metadata.target_profile(provider)["device"] == target["device"] else None
 
 

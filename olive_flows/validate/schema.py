@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from olive_flows.paths import SCHEMA_PATH
+from olive_flows.problems import Location, Problem, did_you_mean, field_path
 from olive_flows.recipe.source import SourceMap
-from olive_flows.validate.problems import Location, Problem, did_you_mean, field_path
 
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
 

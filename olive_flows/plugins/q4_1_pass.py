@@ -15,7 +15,7 @@ about a sixth of its decode speed (less on larger ones): it is a single-threaded
 many bytes as the scales. The nodes in ``int8_nodes`` (the LM head) get 8-bit round-to-nearest
 through onnxruntime's MatMulNBitsQuantizer, which keeps the graph's output names. Olive cannot load
 a pass from a workflow config, so olive-flows hands Olive a package config that names this module
-(``package_config()`` in run/olive.py, written next to the compiled configs for ``olive run``).
+(``package_config()`` in plugins/__init__.py, written next to the compiled configs for ``olive run``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ its gradients are the ones the whole-sequence computation gives (the same sum ov
 tokens), at a fraction of the LM head's cost. Models whose forward does not slice its hidden states
 this way (remote code) get Olive's batches unchanged.
 
-Olive cannot load a pass from a workflow config: run/olive.py names these in the package config
+Olive cannot load a pass from a workflow config: plugins/__init__.py names these in the package config
 it hands Olive (and writes next to the compiled configs for ``olive run``).
 """
 
@@ -22,7 +22,8 @@ from typing import Any
 
 from olive.passes.pytorch.lora import DoRA, LoRA, QLoRA
 
-IGNORE_INDEX = -100  # the label of a position that is not learned (Olive's collator pads with it too)
+from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
+
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
 
 
@@ -49,8 +50,8 @@ def keep_learned_logits(batch: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     labels = batch["labels"]
-    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-    keep = targets.ne(IGNORE_INDEX)
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    keep = targets.ne(IGNORE)
     return {**batch, "logits_to_keep": keep, "shift_labels": targets[keep]}
 
 

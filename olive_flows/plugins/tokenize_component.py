@@ -16,10 +16,11 @@ from typing import Any
 
 from olive.data.registry import Registry
 
-from olive_flows.data.tokenize import OLIVE_COMPONENT, encode, percentiles
+from olive_flows.data.tokenize import encode, percentiles
+from olive_flows.plugins import TOKENIZE_COMPONENT
 
 
-@Registry.register_pre_process(OLIVE_COMPONENT)
+@Registry.register_pre_process(TOKENIZE_COMPONENT)
 def olive_flows_tokenize(
     dataset: Any,
     model_name: str,

@@ -1,16 +1,20 @@
-"""Where a recipe's packages, work files and run records live on disk.
+"""Where everything olive-flows writes lives: a recipe's output folders and the files of a package.
 
-    <output.dir>/<recipe>/<target>/          the package of one target
+    <output.dir>/<recipe>/<target>/          the package of one target (its files below)
     <output.dir>/<recipe>/_data/<adapter>/   the rows an adapter trained and was evaluated on
     <output.dir>/<recipe>/_peft/<adapter>/   the trained PEFT adapter and its training log
     <output.dir>/<recipe>/_work/data/        train/eval splits, named by content hash
     <output.dir>/<recipe>/_work/olive-cache/ Olive's pass cache (what makes re-runs fast)
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
     <output.dir>/<recipe>/_work/compiled/    the Olive configs `run` executes
-    <output.dir>/<recipe>/_work/runs/<id>/   one folder per run: logs, configs, timings
+    <output.dir>/<recipe>/_work/runs/<id>/   one folder per run or evaluation: logs, configs, timings
     <output.dir>/<recipe>/_work/run.lock     held by the run in progress
 
 Recipe, target and adapter names cannot start with '_', so no target folder can clash with these.
+
+A package holds the base model files, ``adapters/<name>.onnx_adapter`` per adapter, ``manifest.json``,
+``recipe.json`` (the resolved recipe it was built from), ``eval.json`` and ``report.md``,
+``report.html`` with their plots in ``report/``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,40 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from olive_flows.recipe.model import Recipe
+
+ADAPTER_DIR = "adapters"
+ADAPTER_SUFFIX = ".onnx_adapter"
+MANIFEST = "manifest.json"
+RESOLVED_RECIPE = "recipe.json"
+EVAL = "eval.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_PLOTS = "report"
+TRAINING_LOG = "training_log.json"  # beside a trained PEFT adapter: the trainer's logged steps
+
+
+def adapter_file(package: Path, adapter: str) -> Path:
+    """Where adapter ``adapter`` of the package in ``package`` is stored."""
+    return package / ADAPTER_DIR / f"{adapter}{ADAPTER_SUFFIX}"
+
+
+def adapter_files(package: Path) -> dict[str, Path]:
+    """Every adapter file of a package by adapter name, in name order."""
+    return {
+        path.name.removesuffix(ADAPTER_SUFFIX): path
+        for path in sorted((package / ADAPTER_DIR).glob(f"*{ADAPTER_SUFFIX}"))
+    }
+
+
+def is_package(folder: Path) -> bool:
+    """Whether ``folder`` is a built package (it has a manifest)."""
+    return (folder / MANIFEST).is_file()
 
 
 class RunInProgress(Exception):
@@ -80,6 +113,12 @@ class Workspace:
     @property
     def runs(self) -> Path:
         return self.work / "runs"
+
+    def new_run(self, kind: str = "") -> Path:
+        """A fresh run folder, named by the time (``kind`` is appended, as in ``-eval``)."""
+        folder = self.runs / (time.strftime("%Y%m%d-%H%M%S") + kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def job(self, target: str, adapter: str) -> Path:
         return self.work / "jobs" / target / adapter

@@ -1,4 +1,7 @@
-"""Check a staged package where this machine can run it: smoke test, evaluation, report.
+"""Check a package where this machine can run it: smoke test, evaluation, report.
+
+A run assesses each staged package before it replaces the previous one; ``olive-flows eval``
+assesses a built package again. Both go through ``assess_package``.
 
 The smoke test generates with the base model and with every adapter and fails the run on any
 error. The evaluation (evaluation.py) scores the exported package itself, the artifact that
@@ -12,32 +15,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+from olive_flows import metadata
+from olive_flows.capture import output_to
+from olive_flows.console import Console
 from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
 from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available, provider_load_failure
 from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
 from olive_flows.files import write_json
-from olive_flows.package.peft import TRAINING_LOG
+from olive_flows.layout import EVAL, TRAINING_LOG, Workspace
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
-from olive_flows.run.capture import output_to
-from olive_flows.run.console import Console
 
 
-def check_package(
+def assess_package(
     recipe: Recipe,
-    target: str,
     folder: Path,
     manifest: dict[str, Any],
     *,
-    subject: EvalSubject,
-    genai_provider: str | None,
+    workspace: Workspace,
     console: Console,
     log: Path,
 ) -> dict[str, Any]:
-    """Smoke-test, evaluate and report on the package in ``folder``; record the verdict in ``manifest``.
-    What the libraries print while loading and generating goes to ``log``."""
+    """Smoke-test, evaluate and report on the package in ``folder``, built as ``manifest`` says from
+    the adapters and rows in ``workspace``; record the verdict in ``manifest`` and return eval.json's
+    content ({} when the package cannot run here). What the libraries print goes to ``log``."""
     settings = recipe.data["evaluation"]
+    target = manifest["target"]["name"]
+    genai_provider = metadata.target_profile(manifest["target"]["provider"])["genai_provider"]
+    subject = EvalSubject.of(recipe, manifest, workspace)
     # Where the package's own provider cannot run here, it is checked on CPU, and a failure there
     # is "not verified" rather than broken (a bf16 CUDA graph, say, has no CPU kernels).
     reason = None if provider_available(genai_provider) else f"the {genai_provider} provider is not available here"
@@ -67,7 +73,7 @@ def check_package(
     with output_to(log):
         evaluation = evaluate_package(recipe, folder, subject, runtime, console)
     show(evaluation, console)
-    write_json(folder / "eval.json", evaluation)
+    write_json(folder / EVAL, evaluation)
     histories = {a: _history(subject.peft.get(a)) for a in evaluation["adapters"]}
     write_report(folder, evaluation, manifest, histories, recipe.data)
     parity = evaluation["parity"]

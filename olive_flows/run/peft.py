@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from olive_flows.files import replace_dir, staging_dir, write_json
-
-TRAINING_LOG = "training_log.json"
+from olive_flows.layout import TRAINING_LOG
 
 
 def trained_adapter(job_output: Path) -> Path | None:

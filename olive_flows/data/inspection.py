@@ -14,7 +14,7 @@ from typing import Any
 from olive_flows.data.clean import clean_rows, row_key
 from olive_flows.data.prepare import Report, normalize_rows
 from olive_flows.data.tokenize import encode, percentiles
-from olive_flows.validate.problems import Location, Problem
+from olive_flows.problems import Location, Problem
 
 
 @dataclass

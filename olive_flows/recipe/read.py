@@ -1,8 +1,7 @@
-"""Turn a recipe reference (a built-in name or a file) and command-line overrides into a Recipe.
+"""Read a recipe reference (a built-in name or a file) and command-line overrides into one document.
 
-Order: parse YAML with positions -> resolve ``extends`` (deep merge) -> apply overrides ->
-JSON Schema -> fill defaults -> rules. Every problem from the schema and the rules is collected
-and raised together as one UserError; warnings are kept on the Recipe.
+Order: parse YAML with positions -> resolve ``extends`` (deep merge) -> apply overrides. What comes
+out is the recipe as written, with the location of every value; validate/load.py checks it.
 
 Merging, for ``extends`` and for overrides alike: mappings merge key by key, the later one
 winning; lists and scalars are replaced whole; a key set to null is removed, so that its default
@@ -18,12 +17,9 @@ from typing import Any
 import yaml
 
 from olive_flows.paths import display_path
+from olive_flows.problems import Location, Problem, UserError, did_you_mean
 from olive_flows.recipe.catalog import builtin_recipes
-from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.source import SourceMap, parse_yaml
-from olive_flows.validate.problems import Location, Problem, UserError, did_you_mean
-from olive_flows.validate.rules import rule_problems
-from olive_flows.validate.schema import schema_problems, with_defaults
 
 
 def find_recipe(ref: str, relative_to: Path | None = None) -> Path:
@@ -130,26 +126,10 @@ def _paths(value: Any, prefix: tuple) -> list[tuple]:
     return found
 
 
-def load_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Load, merge, override, validate and complete a recipe; raise UserError listing every problem."""
+def read_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> tuple[Path, Any, SourceMap, dict[str, Path]]:
+    """The recipe ``ref`` names, with its ``extends`` chain merged and ``overrides`` applied: its file,
+    the document, where each value was written, and every file that contributed (by source name)."""
     path = find_recipe(str(ref))
     files: dict[str, Path] = {}
     raw, smap = load_document(path, files)
-    raw = apply_overrides(raw, smap, overrides)
-    source = display_path(path)
-    problems = schema_problems(raw, smap, Location(source))
-    # Rules still run on a recipe that broke the schema, but say nothing more about a field the
-    # schema already flagged: one mistake, one message.
-    data = with_defaults(raw) if isinstance(raw, dict) else {}
-    recipe = Recipe(data, raw if isinstance(raw, dict) else {}, source, smap, files)
-    flagged = {p.field for p in problems}
-    problems += [
-        p
-        for p in rule_problems(recipe, tolerant=bool(problems))
-        if not any(p.field == f or p.field.startswith(f + ".") or p.field.startswith(f + "[") for f in flagged)
-    ]
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise UserError(errors)
-    recipe.warnings = problems
-    return recipe
+    return path, apply_overrides(raw, smap, overrides), smap, files

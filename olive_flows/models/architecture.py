@@ -1,0 +1,28 @@
+"""What olive-flows knows about a model's architecture: which modules can carry LoRA, and which an
+adapter really trains (metadata/architectures.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from olive_flows import metadata
+from olive_flows.models.resolve import model_facts, model_ref, model_ref_problems
+from olive_flows.recipe.model import Recipe
+
+
+def architecture_of(recipe: Recipe) -> dict | None:
+    """olive-flows' metadata for the recipe's model architecture, when the model type is known."""
+    if model_ref_problems(recipe):
+        return None
+    facts = model_facts(model_ref(recipe))
+    return metadata.architecture(facts["model_type"]) if facts else None
+
+
+def trained_modules(adapter: dict[str, Any], arch: dict | None) -> list[str] | None:
+    """The modules an adapter trains: every linear layer for a method whose Olive pass ignores
+    target_modules, else its own list, else its architecture's default (None if unknown)."""
+    if arch and metadata.method(adapter["method"])["trains_every_linear"]:
+        return list(arch["lora_modules"])
+    if adapter["target_modules"]:
+        return list(adapter["target_modules"])
+    return list(arch["default_target_modules"]) if arch else None

@@ -1,0 +1,113 @@
+"""The whole run of a recipe: model -> data -> compile -> train and export -> package -> check.
+
+Each step reports on the console; the noisy output of Olive, ModelBuilder and the trainer goes to
+per-job log files in the run folder. A target's package is assembled and checked in a staging
+folder and only then moved into place, so a failed run never leaves a broken package behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from olive_flows.compile.plan import needs_hub, plan_recipe
+from olive_flows.compile.workflow import Job
+from olive_flows.console import Console
+from olive_flows.data.audit import tokenization_stats, write_audit
+from olive_flows.evaluate.assess import assess_package
+from olive_flows.files import write_json
+from olive_flows.layout import EVAL, REPORT_HTML, Workspace
+from olive_flows.package.assemble import PackageError
+from olive_flows.package.build import build_package, size_mb
+from olive_flows.paths import display_path
+from olive_flows.problems import UserError
+from olive_flows.recipe.model import Recipe
+from olive_flows.run import peft
+from olive_flows.run.job import run_job
+from olive_flows.validate.environment import environment_problems
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the package folder per target and the scores measured on each."""
+
+    run_dir: Path
+    packages: dict[str, Path] = field(default_factory=dict)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def configure_environment(offline: bool) -> None:
+    """Telemetry off; the Hugging Face hubs off when asked (or when nothing needs them)."""
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    if offline:
+        for name in OFFLINE_VARIABLES:
+            os.environ[name] = "1"
+
+
+def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None = None) -> RunResult:
+    """Run every step of ``recipe`` and return where its packages are."""
+    console = console or Console()
+    problems = list(environment_problems(recipe))
+    if problems:
+        raise UserError(problems)
+    for warning in recipe.warnings:
+        console.say(warning.format())
+    configure_environment(offline or not needs_hub(recipe))
+    workspace = Workspace.of(recipe)
+    with workspace.locked():
+        return _run(recipe, workspace, console)
+
+
+def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
+    for stale in workspace.root.glob(".*.staging-*"):  # left by a run that was killed (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    run_dir = workspace.new_run()
+    write_json(run_dir / "recipe.resolved.json", recipe.data)
+    console.say(f"recipe {recipe.name} ({recipe.source}); run folder {display_path(run_dir)}")
+
+    plan = plan_recipe(recipe, console, model_log=run_dir / "logs" / "model.log")
+    timings: dict[str, float] = {}
+    outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
+    trained: dict[str, Path] = {}
+    for job in plan.jobs:
+        output = run_job(job, recipe, run_dir, console, timings)
+        outputs.setdefault(job.target, {})[job.adapter] = (job, output)
+        adapter_dir = peft.trained_adapter(output)
+        if adapter_dir is None:
+            raise PackageError(f"{job.name}: Olive's output names no trained adapter (see {output / 'footprint.json'})")
+        trained[job.adapter] = adapter_dir
+    write_json(run_dir / "timings.json", timings)
+    for adapter, job in {job.adapter: job for job in plan.jobs}.items():
+        write_audit(
+            workspace.audit(adapter),
+            plan.datasets[recipe.adapters[adapter]["dataset"]],
+            tokenization_stats(job.stats_path),
+        )
+        peft.publish(trained[adapter], workspace.peft(adapter))
+    console.say(
+        f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"
+    )
+
+    result = RunResult(run_dir)
+    for target, adapter_outputs in outputs.items():
+        check = partial(
+            assess_package, recipe, workspace=workspace, console=console, log=run_dir / "logs" / f"eval-{target}.log"
+        )
+        package, scores = build_package(recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check)
+        if scores is None:
+            console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
+            eval_file = package / EVAL
+            scores = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
+        console.say(
+            f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters); report: {display_path(package / REPORT_HTML)}"
+        )
+        result.packages[target] = package
+        result.scores[target] = scores
+    return result

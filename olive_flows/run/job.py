@@ -1,0 +1,93 @@
+"""Run one compiled job (an adapter trained and exported for a target) and report on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from olive_flows import metadata
+from olive_flows.compile.workflow import Job
+from olive_flows.console import Console
+from olive_flows.data.audit import tokenization_stats
+from olive_flows.recipe.model import Recipe
+from olive_flows.run import peft
+
+
+def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: dict[str, float]) -> Path:
+    """Run one compiled workflow (train, export) with its log in ``run_dir`` and training progress on
+    the console; record its time in ``timings``; return the folder of Olive's output model."""
+    from olive_flows.run.olive import run_workflow
+    from olive_flows.run.training_log import record_training
+
+    train = job.config["passes"]["train"]
+    drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
+    target = recipe.targets[job.target]
+    method = metadata.method(recipe.adapters[job.adapter]["method"])["olive_pass"]
+    console.say(
+        f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, "
+        f"then {target['precision']} export for {metadata.provider_of(target)}"
+    )
+    (run_dir / "olive").mkdir(exist_ok=True)
+    (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
+    started = time.monotonic()
+    trackers = tracker_environment(
+        recipe.adapters[job.adapter]["training"]["report_to"], run_dir, recipe.name, job.adapter
+    )
+    with record_training(console) as recorder, environment(trackers):
+        output = run_workflow(job.name, job.config, run_dir / "logs" / f"{job.target}-{job.adapter}.log")
+    timings[job.name] = round(time.monotonic() - started, 1)
+    if recorder.history:
+        adapter_dir = peft.trained_adapter(output)
+        if adapter_dir:
+            peft.record_history(adapter_dir, recorder.history)
+        stats = tokenization_stats(job.stats_path)
+        console.detail(
+            f"trained on {stats['examples']} examples: {stats['learned_tokens']} of {stats['tokens']} tokens learned "
+            f"(loss on {stats['loss_on']}), {len(stats['truncated_rows'])} truncated to {stats['max_seq_len']} tokens, "
+            f"{len(stats['dropped_no_learned_token']) + len(stats['dropped_by_length_filter'])} dropped"
+        )
+    else:
+        console.detail("training reused from Olive's cache")
+    console.detail(f"done in {timings[job.name]:.0f} s")
+    return output
+
+
+def drop_unusable_checkpoints(folder: Path) -> None:
+    """Remove what a killed training left that resuming would choke on: a checkpoint cut off while
+    being written (the trainer writes trainer_state.json last), and a folder with no checkpoint at all
+    (Olive refuses to train into a non-empty folder without one)."""
+    for checkpoint in folder.glob("checkpoint-*"):
+        if not (checkpoint / "trainer_state.json").is_file():
+            shutil.rmtree(checkpoint)
+    if folder.is_dir() and not any(folder.glob("checkpoint-*")):
+        shutil.rmtree(folder)
+
+
+def tracker_environment(trackers: list[str], run_dir: Path, recipe: str, adapter: str) -> dict[str, str]:
+    """Environment that sends the trainer's TensorBoard and MLflow logs to the run folder."""
+    found = {}
+    if "tensorboard" in trackers:
+        found["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard" / adapter)
+    if "mlflow" in trackers:
+        found["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").as_uri()
+        found["MLFLOW_EXPERIMENT_NAME"] = os.environ.get("MLFLOW_EXPERIMENT_NAME") or recipe
+    return found
+
+
+@contextlib.contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
