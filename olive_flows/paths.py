@@ -7,8 +7,12 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
-SCHEMA_PATH = REPO_ROOT / "schemas" / "recipe.schema.json"
-RECIPES_DIR = REPO_ROOT / "recipes"
+# A wheel carries schemas/ and recipes/ in olive_flows/bundled/ (copied there by setup.py, same layout);
+# a checkout or editable install has no such folder and reads the repository's top-level ones, the only sources.
+BUNDLED_DIR = PACKAGE_DIR / "bundled"
+_FILES_ROOT = BUNDLED_DIR if (BUNDLED_DIR / "schemas" / "recipe.schema.json").is_file() else REPO_ROOT
+SCHEMA_PATH = _FILES_ROOT / "schemas" / "recipe.schema.json"
+RECIPES_DIR = _FILES_ROOT / "recipes"
 METADATA_DIR = PACKAGE_DIR / "metadata"
 
 
