@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from olive_flows.data.formats import detect_format
 from olive_flows.data.prepare import prepare_dataset
 from olive_flows.problems import UserError
 from olive_flows.validate.load import load_recipe
@@ -133,3 +135,103 @@ def test_mix_draws_train_rows_by_weight_and_pools_held_out_rows(tmp_path):
     from_b = sum(row["messages"][0]["content"].startswith("b") for row in train)
     assert len(train) == 36 + 9 and from_b == round(45 * 3 / 4), "b is oversampled to three quarters"
     assert mixed.rows["eval"] == 4 + 1 and mixed.kind == "chat"
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in the recipe's folder, so that messages show the short relative path."""
+    monkeypatch.chdir(tmp_path)
+
+
+TEMPLATE = {"user": "{question}", "assistant": "{answer}"}
+
+
+def test_template_rows_with_an_empty_column_are_invalid_rows(tmp_path, in_tmp):
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(ROWS)]
+    rows[6]["answer"], rows[7]["answer"], rows[8]["question"] = None, "", "  "
+    rows[9] = {"question": 7, "answer": 49}  # numbers are fine values, formatted as text
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.jsonl", "template": TEMPLATE, "on_error": "skip"})
+    assert [p.format() for p in data.report.skipped] == [
+        "rows.jsonl:7:1: does not fit the template: column 'answer' used by the template is empty (null)",
+        "rows.jsonl:8:1: does not fit the template: column 'answer' used by the template is empty (empty text)",
+        "rows.jsonl:9:1: does not fit the template: column 'question' used by the template is empty (only whitespace)",
+    ]
+    assert len(normalized) == ROWS - 3 and chat("7", "49") in normalized
+    assert not any(m["content"] == "None" for row in normalized for m in row["messages"])
+
+
+def test_sqlite_null_fails_the_run_where_it_is(tmp_path, in_tmp):
+    connection = sqlite3.connect(tmp_path / "rows.db")
+    connection.execute("CREATE TABLE qa (question TEXT, answer TEXT)")
+    connection.executemany(
+        "INSERT INTO qa VALUES (?, ?)", [(f"q{i}", None if i == 2 else f"a{i}") for i in range(ROWS)]
+    )
+    connection.commit()
+    connection.close()
+    with pytest.raises(UserError) as info:
+        recipe_for(tmp_path, {"path": "rows.db", "table": "qa", "template": TEMPLATE})
+    assert info.value.text == (
+        "recipe.yaml:7:11: datasets.d.path: rows.db table qa rowid 3: does not fit the template: "
+        "column 'answer' used by the template is empty (null)"
+    )
+
+
+def test_empty_csv_cell_fails_the_run(tmp_path, in_tmp):
+    lines = ["question,answer"] + [f"q{i},{'' if i == 8 else f'a{i}'}" for i in range(ROWS)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    recipe = recipe_for(tmp_path, {"path": "rows.csv", "template": TEMPLATE})  # the first rows are fine
+    with pytest.raises(UserError) as info:
+        prepare_dataset(recipe, "d", tmp_path / "prepared")
+    assert info.value.text == (
+        "rows.csv:10:1: does not fit the template: column 'answer' used by the template is empty (empty text)"
+    )
+
+
+def test_input_output_rows_are_instruction_rows(tmp_path, in_tmp):
+    rows = [{"input": f"Double {i}", "output": str(2 * i)} for i in range(ROWS)]
+    rows[0]["system"] = "Be brief."
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.jsonl"})
+    assert (data.format, data.detected, data.kind) == ("instruction", True, "chat")
+    expected = [chat("Double 0", "0", "Be brief.")] + [chat(f"Double {i}", str(2 * i)) for i in range(1, ROWS)]
+    assert normalized == sorted(expected, key=json.dumps)
+
+
+def test_instruction_response_rows_are_instruction_rows(tmp_path, in_tmp):
+    rows = [{"instruction": f"Double {i}", "response": str(2 * i)} for i in range(ROWS)]
+    rows[1]["input"] = "show work"
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    data, normalized = prepared_rows(tmp_path, {"path": "rows.jsonl"})
+    assert (data.format, data.detected) == ("instruction", True)
+    expected = [chat(f"Double {i}" + ("\n\nshow work" if i == 1 else ""), str(2 * i)) for i in range(ROWS)]
+    assert normalized == sorted(expected, key=json.dumps)
+
+
+def test_an_empty_response_is_named(tmp_path, in_tmp):
+    write_jsonl(tmp_path / "rows.jsonl", [{"instruction": "Double 1", "response": " "}])
+    with pytest.raises(UserError) as info:
+        recipe_for(tmp_path, {"path": "rows.jsonl", "format": "instruction"})
+    assert info.value.text == (
+        "recipe.yaml:8:11: datasets.d.path: rows.jsonl:1:1: not a valid instruction row: "
+        "'response' must be non-empty text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "fmt"),
+    [
+        ({"messages": [], "input": "i", "output": "o"}, "chat"),
+        ({"instruction": "i", "input": "", "output": "o", "response": "r"}, "instruction"),
+        ({"prompt": "p", "completion": "c", "input": "i", "output": "o"}, "completion"),
+        ({"prompt": "p", "completion": "c", "instruction": "i", "response": "r"}, "completion"),
+        ({"text": "t", "input": "i", "output": "o"}, "text"),
+        ({"text": "t", "instruction": "i", "response": "r"}, "text"),
+        ({"instruction": "i", "response": "r"}, "instruction"),
+        ({"input": "i", "output": "o"}, "instruction"),
+        ({"question": "q", "answer": "a"}, None),
+        ({"input": "i", "response": "r"}, None),
+    ],
+)
+def test_detection_keeps_every_earlier_format(row, fmt):
+    assert detect_format(row) == fmt

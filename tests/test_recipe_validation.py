@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
 
+from olive_flows import metadata
 from olive_flows.problems import UserError
 from olive_flows.validate.load import load_recipe
 
@@ -155,3 +157,92 @@ def test_rounding_a_gguf_grid_again_is_warned_with_the_line():
     warned = [w.format() for w in load_recipe("quickstart", ["targets.cpu.int4.algorithm=k_quant_mixed"]).warnings]
     assert len(warned) == 1 and "quickstart.yaml:" in warned[0]
     assert "rounds its weights a second time" in warned[0] and "targets.cpu.int4.algorithm: q4_1" in warned[0]
+
+
+def test_metrics_on_a_mix_with_a_declared_text_part(tmp_path):
+    (tmp_path / "notes.jsonl").write_text('{"text": "a note"}\n')
+    text = VALID.replace(
+        "    path: people.jsonl\n",
+        "    path: people.jsonl\n  notes:\n    path: notes.jsonl\n    format: text\n  both:\n    mix: {people: 1, notes: 1}\n",
+    )
+    found = problems(tmp_path, text + "evaluation:\n  metrics:\n    both: [exact_match]\n")
+    assert found == [
+        "recipe.yaml:24:5: evaluation.metrics.both: task metrics need prompt and answer rows; "
+        "mix part 'notes' is a text dataset (format: text)"
+    ]
+
+
+def test_metrics_on_datasets_with_answers_or_unreadable_at_validation_pass(tmp_path):
+    (tmp_path / "qa.csv").write_text("question,answer\nq,a\n")
+    text = VALID.replace(
+        "    path: people.jsonl\n",
+        "    path: people.jsonl\n  qa:\n    path: qa.csv\n    template: {user: '{question}', assistant: '{answer}'}\n"
+        "  hub:\n    hf: olive-flows/not-read-at-validation\n    split: train\n",
+    )
+    metrics = "evaluation:\n  metrics:\n    people: [exact_match]\n    qa: [exact_match]\n    hub: [exact_match]\n"
+    assert load_recipe(write(tmp_path, text + metrics)).data["evaluation"]["metrics"]["hub"] == ["exact_match"]
+
+
+def model_folder(tmp_path, name: str, config: dict) -> str:
+    """A local model folder holding only a config.json; the model.id that names it."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(json.dumps(config))
+    return f"./{name}"
+
+
+SUPPORTED = ", ".join(sorted(metadata.load("architectures")["architectures"]))
+
+
+def test_local_model_of_an_unknown_architecture_is_refused_at_model_id(tmp_path):
+    gpt2 = model_folder(tmp_path, "gpt2", {"model_type": "gpt2", "n_layer": 12, "n_embd": 768})
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gpt2))
+    assert found == [
+        "recipe.yaml:4:7: model.id: model type 'gpt2' is not one olive-flows can train and export with LoRA "
+        f"adapters; supported: {SUPPORTED}"
+    ]
+    gemma2 = model_folder(tmp_path, "gemma2", {"model_type": "gemma2", "num_hidden_layers": 26})
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))
+    assert found == [
+        "recipe.yaml:4:7: model.id: model type 'gemma2' is not one olive-flows can train and export with LoRA "
+        f"adapters; supported: {SUPPORTED}"
+    ]
+
+
+def test_supported_architectures_come_from_the_metadata(tmp_path, monkeypatch):
+    gemma2 = model_folder(tmp_path, "gemma2", {"model_type": "gemma2", "num_hidden_layers": 26})
+    load = metadata.load
+    extended = {**load("architectures"), "architectures": {**load("architectures")["architectures"]}}
+    extended["architectures"]["gemma2"] = extended["architectures"]["llama"]
+    monkeypatch.setattr(metadata, "load", lambda name: extended if name == "architectures" else load(name))
+    assert load_recipe(write(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))).name == "demo"
+
+
+def test_known_architecture_without_a_layer_count_is_refused_at_model_id(tmp_path):
+    llama = model_folder(tmp_path, "llama", {"model_type": "llama", "hidden_size": 64})
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", llama))
+    assert found == [
+        "recipe.yaml:4:7: model.id: the model's config.json (model type 'llama') has no num_hidden_layers, "
+        "the layer count the ONNX export needs"
+    ]
+
+
+def test_hub_model_with_a_cached_config_of_an_unknown_architecture(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    config = tmp_path / "cached-config.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "n_layer": 12}))
+    cached = {"openai-community/gpt2": str(config)}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, *_a, **_k: cached.get(repo))
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", "openai-community/gpt2"))
+    assert found == [
+        "recipe.yaml:4:7: model.id: model type 'gpt2' is not one olive-flows can train and export with LoRA "
+        f"adapters; supported: {SUPPORTED}"
+    ]
+    # A hub model known nowhere (not cached, not in metadata/known_models.json): as before, only
+    # adapters that rely on the architecture's default target modules are refused.
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", "someone/unknown-model"))
+    assert found == [
+        f"recipe.yaml:{line}:5: adapters.{name}: olive-flows has no default target modules for this model's "
+        "architecture; set target_modules (for example [q_proj, v_proj])"
+        for line, name in ((10, "first"), (12, "second"))
+    ]

@@ -13,22 +13,36 @@ from typing import Any
 
 CHAT_ROLES = ("system", "user", "assistant")
 
-# Format name -> the keys that identify it in a row, in detection order.
-SIGNATURES: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
-    "instruction": ("instruction", "output"),
-    "completion": ("prompt", "completion"),
-    "text": ("text",),
-}
+# (format, the keys that identify it in a row), in detection order. The other instruction shapes
+# come last, so that a row detected as another format before they were accepted still is.
+SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("chat", ("messages",)),
+    ("instruction", ("instruction", "output")),
+    ("completion", ("prompt", "completion")),
+    ("text", ("text",)),
+    ("instruction", ("instruction", "response")),
+    ("instruction", ("input", "output")),
+)
 
 
 def detect_format(row: Any) -> str | None:
     """The format whose keys the row has, or None."""
     if isinstance(row, dict):
-        for name, keys in SIGNATURES.items():
+        for name, keys in SIGNATURES:
             if all(k in row for k in keys):
                 return name
     return None
+
+
+def instruction_keys(row: dict[str, Any]) -> tuple[str, str]:
+    """The keys of an instruction row's prompt and answer: (instruction, output) (with optional input),
+    (instruction, response) (with optional input) or (input, output); a row with none of these shapes
+    is checked as the first."""
+    if "instruction" in row and "output" not in row and "response" in row:
+        return "instruction", "response"
+    if "instruction" not in row and "input" in row and "output" in row:
+        return "input", "output"
+    return "instruction", "output"
 
 
 def _text(value: Any) -> bool:
@@ -76,9 +90,15 @@ def _fields_errors(*required: str, optional: tuple[str, ...] = ()) -> Callable[[
     return check
 
 
+def _instruction_errors(row: dict[str, Any]) -> list[str]:
+    prompt, answer = instruction_keys(row)
+    optional = ("system",) if prompt == "input" else ("input", "system")
+    return _fields_errors(prompt, answer, optional=optional)(row)
+
+
 ROW_CHECKS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "chat": _chat_errors,
-    "instruction": _fields_errors("instruction", "output", optional=("input", "system")),
+    "instruction": _instruction_errors,
     "completion": _fields_errors("prompt", "completion"),
     "text": _fields_errors("text"),
 }
@@ -89,13 +109,26 @@ def template_fields(template: dict[str, str]) -> set[str]:
     return {name for text in template.values() for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+def _template_column_error(row: dict[str, Any], name: str) -> str | None:
+    """Why column ``name`` cannot fill the template (missing, null or blank text), or None.
+
+    Numbers and other non-text values are fine: the template formats them as text."""
+    if name not in row:
+        return f"column '{name}' used by the template is missing (columns: {', '.join(map(str, row))})"
+    value = row[name]
+    if value is None:
+        return f"column '{name}' used by the template is empty (null)"
+    if isinstance(value, str) and not value.strip():
+        return f"column '{name}' used by the template is empty ({'only whitespace' if value else 'empty text'})"
+    return None
+
+
 def row_errors(row: Any, fmt: str | None, template: dict[str, str] | None = None) -> list[str]:
     """What is wrong with ``row`` for the declared format or template (an empty list: nothing)."""
     if not isinstance(row, dict):
         return [f"expected a JSON object, found {type(row).__name__}"]
     if template:
-        missing = sorted(template_fields(template) - set(row))
-        return [f"column '{m}' used by the template is missing (columns: {', '.join(map(str, row))})" for m in missing]
+        return [error for name in sorted(template_fields(template)) if (error := _template_column_error(row, name))]
     if fmt is None:
         return [f"cannot tell the format from its keys ({', '.join(map(str, row)) or 'none'}); set format or template"]
     return ROW_CHECKS[fmt](row)
@@ -109,9 +142,10 @@ def normalize(row: dict[str, Any], fmt: str | None, template: dict[str, str] | N
     if fmt == "chat":
         return {"messages": [{"role": m["role"], "content": m["content"]} for m in chat_messages(row)]}
     if fmt == "instruction":
-        user = row["instruction"] if not row.get("input") else f"{row['instruction']}\n\n{row['input']}"
+        prompt, answer = instruction_keys(row)
+        user = row[prompt] if prompt == "input" or not row.get("input") else f"{row[prompt]}\n\n{row['input']}"
         turns = [("system", row["system"])] if row.get("system") else []
-        turns += [("user", user), ("assistant", row["output"])]
+        turns += [("user", user), ("assistant", row[answer])]
         return {"messages": [{"role": role, "content": content} for role, content in turns]}
     if fmt == "completion":
         return {

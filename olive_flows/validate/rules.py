@@ -8,15 +8,16 @@ over the malformed part is skipped instead of failing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 
 from olive_flows import metadata
-from olive_flows.data.prepare import normalize_rows
-from olive_flows.data.sources import SQLITE_SUFFIXES, iter_local
+from olive_flows.data.prepare import declared_format, normalize_rows
+from olive_flows.data.sources import SQLITE_SUFFIXES, BadRecord, iter_local
 from olive_flows.models.architecture import architecture_of, trained_modules
-from olive_flows.models.resolve import BUILTIN_PREFIX, model_ref_problems
+from olive_flows.models.resolve import BUILTIN_PREFIX, model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.problems import Problem, UserError, did_you_mean
 from olive_flows.recipe.model import Recipe
@@ -52,6 +53,48 @@ def _unknown(kind: str, name: str, known) -> tuple[str, str]:
 def model_reference_resolves(recipe: Recipe) -> Iterator[Problem]:
     """model.id names a known built-in model, an existing local folder or a Hugging Face id."""
     yield from model_ref_problems(recipe)
+
+
+def _known_facts(recipe: Recipe) -> dict | None:
+    """model_type and layer count of a model that resolves, when its config.json or metadata is at hand."""
+    return None if model_ref_problems(recipe) else model_facts(model_ref(recipe))
+
+
+@rule
+def model_architecture_supported(recipe: Recipe) -> Iterator[Problem]:
+    """A model whose config is known has an architecture olive-flows can train and export, and a layer count.
+
+    A Hub model that is neither cached nor in metadata/known_models.json is not known here; a recipe
+    that relies on its architecture's defaults is refused by target_modules_known."""
+    facts = _known_facts(recipe)
+    if facts is None:
+        return
+    where = ("model", "id")
+    supported = sorted(metadata.load("architectures")["architectures"])
+    model_type, layers = facts["model_type"], facts["num_hidden_layers"]
+    if model_type is None:
+        yield recipe.problem(
+            where,
+            "the model's config.json has no model_type, so its architecture is unknown",
+            f"supported model types: {', '.join(supported)}",
+        )
+    elif model_type not in supported:
+        yield recipe.problem(
+            where,
+            f"model type '{model_type}' is not one olive-flows can train and export with LoRA adapters",
+            f"supported: {', '.join(supported)}",
+        )
+    elif layers is None:
+        yield recipe.problem(
+            where,
+            f"the model's config.json (model type '{model_type}') has no num_hidden_layers, "
+            "the layer count the ONNX export needs",
+        )
+    elif isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        yield recipe.problem(
+            where,
+            f"the model's config.json has num_hidden_layers {json.dumps(layers)}; expected a positive whole number",
+        )
 
 
 SOURCE_KEYS = ("path", "hf", "mix")
@@ -149,7 +192,7 @@ def target_modules_known(recipe: Recipe) -> Iterator[Problem]:
     arch = architecture_of(recipe)
     for name, adapter in recipe.adapters.items():
         modules = adapter["target_modules"]
-        if modules is None and arch is None and not model_ref_problems(recipe):
+        if modules is None and arch is None and not model_ref_problems(recipe) and _known_facts(recipe) is None:
             yield recipe.problem(
                 ("adapters", name),
                 "olive-flows has no default target modules for this model's architecture",
@@ -311,15 +354,47 @@ def int4_keeps_the_models_grid(recipe: Recipe) -> Iterator[Problem]:
             )
 
 
+def _text_format(recipe: Recipe, name: str) -> str | None:
+    """How dataset ``name`` is known to be plain text ("format: text", or where its format was detected),
+    or None when it is not, or cannot be told at validation (a Hugging Face dataset, a missing or
+    unreadable file)."""
+    spec = recipe.datasets[name]
+    if spec.get("template") or spec.get("format") or "path" not in spec:
+        return "format: text" if not spec.get("template") and spec.get("format") == "text" else None
+    path = recipe.data_file(name)
+    if not path.is_file():
+        return None  # reported by data_files_match_format
+    try:
+        rows = islice(iter_local(path, spec.get("table")), ROWS_CHECKED_AT_VALIDATION)
+        first = next((row for _, row in rows if not isinstance(row, BadRecord)), None)
+    except (UserError, OSError, ValueError):
+        return None
+    fmt, _ = declared_format(spec, first)
+    return f"format text detected from the first row of {display_path(path)}" if fmt == "text" else None
+
+
 @rule
 def evaluation_metrics_name_datasets(recipe: Recipe) -> Iterator[Problem]:
-    """Task metrics are declared for datasets that exist, and that have answers to compare with."""
+    """Task metrics are declared for datasets that exist, and that have answers to compare with:
+    not text datasets (declared or detected), nor mixes with a text dataset among their parts."""
+    need = "task metrics need prompt and answer rows"
     for dataset in recipe.data["evaluation"]["metrics"]:
         where = ("evaluation", "metrics", dataset)
         if dataset not in recipe.datasets:
             yield recipe.problem(where, *_unknown("dataset", dataset, recipe.datasets), key=True)
-        elif recipe.datasets[dataset]["format"] == "text":
-            yield recipe.problem(where, "task metrics need prompt and answer rows; a text dataset has none", key=True)
+            continue
+        parts = recipe.datasets[dataset].get("mix")
+        if parts is None:
+            why = _text_format(recipe, dataset)
+            if why:
+                shown = "" if recipe.datasets[dataset]["format"] else f" ({why})"
+                yield recipe.problem(where, f"{need}; a text dataset has none{shown}", key=True)
+            continue
+        for part in parts:
+            if part in recipe.datasets and "mix" not in recipe.datasets[part]:
+                why = _text_format(recipe, part)
+                if why:
+                    yield recipe.problem(where, f"{need}; mix part '{part}' is a text dataset ({why})", key=True)
 
 
 @rule
