@@ -4,12 +4,78 @@ from __future__ import annotations
 
 import pytest
 
-from olive_flows.evaluate.metrics import contains, exact_match, json_fields, json_valid, score
+from olive_flows.evaluate.metrics import contains, json_fields, json_valid, metric_label, normalized, score
+from olive_flows.validate.schema import recipe_schema
+
+DEFAULT = recipe_schema()["$defs"]["evaluation"]["properties"]["normalize"]["default"]
 
 
-def test_exact_match_ignores_surrounding_whitespace_only():
-    assert exact_match(" 2021-03-05\n", "2021-03-05") == 1.0
-    assert exact_match("2021-03-05.", "2021-03-05") == 0.0
+def test_the_default_normalization_is_whitespace_only():
+    assert DEFAULT == ["whitespace"]
+    assert score("exact_match", [" 2021-03-05\n"], ["2021-03-05"], DEFAULT) == 1.0
+    assert score("exact_match", ["2021-03-05."], ["2021-03-05"], DEFAULT) == 0.0
+    assert score("exact_match", ['{"a": 1,\n  "b": 2}'], ['{"a": 1, "b": 2}'], DEFAULT) == 1.0
+
+
+def test_case_is_normalized_only_when_asked():
+    assert score("exact_match", ["Positive"], ["positive"], []) == 0.0
+    assert score("exact_match", ["Positive"], ["positive"], DEFAULT) == 0.0
+    assert score("exact_match", ["Positive"], ["positive"], ["case"]) == 1.0
+    assert score("exact_match", [" STRASSE\n"], ["straße"], ["whitespace", "case"]) == 1.0  # Unicode casefold
+
+
+def test_strict_compares_byte_for_byte():
+    assert score("exact_match", ["positive\n"], ["positive"], []) == 0.0
+    assert score("exact_match", ["positive\n"], ["positive"], DEFAULT) == 1.0
+    assert (
+        score("exact_match", ["a  b"], ["a b"], []) == 0.0 and score("exact_match", ["a  b"], ["a b"], DEFAULT) == 1.0
+    )
+    assert score("contains", ["it is positive"], ["positive "], []) == 0.0
+    assert score("contains", ["it is positive"], ["positive "], DEFAULT) == 1.0
+
+
+def test_punctuation_and_articles():
+    assert score("exact_match", ["Positive."], ["positive"], ["case"]) == 0.0
+    assert score("exact_match", ["Positive."], ["positive"], ["case", "punctuation"]) == 1.0
+    assert normalized("«Hello», world… ¿no?", ["punctuation"]) == "Hello world no"  # Unicode punctuation
+    assert normalized("$5 + 3 = 8", ["punctuation"]) == "$5 + 3 = 8"  # symbols are not punctuation
+    assert score("exact_match", ["The Eiffel Tower"], ["Eiffel Tower"], ["articles"]) == 1.0
+    assert normalized("An apple, a pear and the end", ["articles"]) == "apple, pear and end"
+    assert normalized("Theatre and Anna stay", ["articles"]) == "Theatre and Anna stay"  # whole words only
+    squad = ["whitespace", "case", "punctuation", "articles"]
+    assert score("exact_match", ["  The Eiffel-Tower!"], ["eiffel tower"], squad) == 0.0  # as SQuAD: no hyphen split
+    assert score("exact_match", ["  The (Eiffel) Tower!"], ["eiffel tower"], squad) == 1.0
+
+
+def test_normalizations_apply_in_a_fixed_order_and_names_are_checked():
+    # punctuation before articles, whatever the list's order: "the," loses its comma, then is an article
+    assert normalized("the, end", ["articles", "punctuation", "whitespace"]) == "end"
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalized("x", ["lower"])
+
+
+def test_contains_normalizes_the_answer_and_the_reference():
+    assert score("contains", ["The review is POSITIVE."], ["positive"], DEFAULT) == 0.0
+    assert score("contains", ["The review is POSITIVE."], ["positive"], ["case"]) == 1.0
+    assert score("contains", ["the date:\n2021 03 05"], ["2021 03 05"], DEFAULT) == 1.0
+    assert score("contains", ["the date:  2021  03  05"], ["2021 03 05"], DEFAULT) == 1.0
+    assert score("contains", ["the date:  2021  03  05"], ["2021 03 05"], []) == 0.0
+
+
+def test_other_metrics_ignore_normalization():
+    answers, references = ['  {"a": "X"}  '], ['{"a": "x"}']
+    for names in ([], DEFAULT, ["case", "punctuation", "articles", "whitespace"]):
+        assert score("json_fields", answers, references, names) == 0.0
+        assert score("json_valid", answers, references, names) == 1.0
+        assert score("regex:[{].*X.*[}]", answers, references, names) == 1.0
+
+
+def test_reports_state_the_normalization_of_exact_match_and_contains():
+    assert metric_label("exact_match", ["whitespace"]) == "exact_match (normalized: whitespace)"
+    assert metric_label("contains", ["whitespace", "case"]) == "contains (normalized: case, whitespace)"
+    assert metric_label("exact_match", []) == "exact_match (strict)"
+    assert metric_label("json_fields", ["case"]) == "json_fields"
+    assert metric_label("exact_match", None) == "exact_match"  # an eval.json from before normalize
 
 
 def test_json_fields_counts_exactly_reproduced_fields():

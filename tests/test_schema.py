@@ -48,4 +48,5 @@ def test_defaults_are_filled_from_the_schema():
     assert data["adapters"]["a"]["r"] == 16 and data["adapters"]["a"]["training"]["learning_rate"] == 0.0002
     assert data["targets"]["t"]["precision"] == "int4" and data["targets"]["t"]["int4"]["block_size"] == 32
     assert data["output"]["dir"] == "outputs" and data["evaluation"]["max_new_tokens"] == 64
+    assert data["evaluation"]["normalize"] == ["whitespace"], "exact_match and contains trim, as before normalize"
     assert "r" not in raw["adapters"]["a"], "filling defaults must not change the input"

@@ -19,6 +19,7 @@ from olive_flows import metadata
 from olive_flows.capture import output_to
 from olive_flows.console import Console
 from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
+from olive_flows.evaluate.metrics import metric_label
 from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available, provider_load_failure
 from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
@@ -100,12 +101,13 @@ def _parity_text(parity: dict[str, Any]) -> str:
 def show(evaluation: dict[str, Any], console: Console) -> None:
     """The evaluation as a few console tables."""
     base, adapters = evaluation["base"], evaluation["adapters"]
-    console.detail(f"{'adapter':<14}{'metric':<16}{'base':>8}{'adapter':>9}{'rows':>6}")
+    shown = {m: metric_label(m, evaluation.get("normalize")) for entry in adapters.values() for m in entry["metrics"]}
+    width = max([16, *(len(text) + 2 for text in shown.values())])
+    console.detail(f"{'adapter':<14}{'metric':<{width}}{'base':>8}{'adapter':>9}{'rows':>6}")
     for name, entry in adapters.items():
         for metric, value in entry["metrics"].items():
-            console.detail(
-                f"{name:<14}{metric:<16}{base['metrics'][f'{name}/{metric}']:>8.3f}{value:>9.3f}{entry['rows']:>6}"
-            )
+            before = base["metrics"][f"{name}/{metric}"]
+            console.detail(f"{name:<14}{shown[metric]:<{width}}{before:>8.3f}{value:>9.3f}{entry['rows']:>6}")
     console.detail(f"{'perplexity':<30}{'pytorch':>10}{'onnx':>10}")
     rows = [("base (pooled)", base["perplexity"]), *[(name, entry["perplexity"]) for name, entry in adapters.items()]]
     for label, ppl in rows:

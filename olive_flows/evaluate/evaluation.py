@@ -70,12 +70,13 @@ class EvalSubject:
 
 
 def _task_scores(
-    runtime: PackageRuntime, rows: list[dict], metrics: list[str], adapter: str | None, max_new_tokens: int
+    runtime: PackageRuntime, rows: list[dict], metrics: list[str], adapter: str | None, settings: dict[str, Any]
 ):
     prompts = [split_chat(row) for row in rows]
-    predictions = [runtime.generate(prompt, adapter, max_new_tokens).strip() for prompt, _ in prompts]
+    # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
+    predictions = [runtime.generate(prompt, adapter, settings["max_new_tokens"]) for prompt, _ in prompts]
     references = [reference for _, reference in prompts]
-    return {m: round(score(m, predictions, references), 4) for m in metrics}
+    return {m: round(score(m, predictions, references, settings["normalize"]), 4) for m in metrics}
 
 
 def _onnx_nll(runtime: PackageRuntime, encoded: list, adapter: str | None) -> NLL:
@@ -121,6 +122,7 @@ def evaluate_package(
         return onnx_logits(runtime, example, adapter)
 
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
+    result["normalize"] = list(settings["normalize"])  # how exact_match and contains compared
     base_metrics: dict[str, dict[str, float]] = {}
     base_total, base_torch_total = NLL(), NLL()
     parity_rows: list[dict[str, Any]] = []
@@ -132,8 +134,8 @@ def evaluate_package(
         entry: dict[str, Any] = {"dataset": dataset, "rows": len(rows), "metrics": {}}
         if metrics:
             if dataset not in base_metrics:
-                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings["max_new_tokens"])
-            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings["max_new_tokens"])
+                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings)
+            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings)
             result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
         encoded = examples(tokenizer, rows, training["max_seq_len"], training["loss_on"])
         tuned_onnx, base_onnx = _onnx_nll(runtime, encoded, adapter), _onnx_nll(runtime, encoded, None)

@@ -3,31 +3,65 @@
 Every metric maps paired lists of predictions and references to one score in [0, 1]: most are the
 mean of a per-row score, BLEU is corpus-level. The names are those the recipe schema allows under
 ``evaluation.metrics``; ``regex:<pattern>`` scores answers that match the pattern in full.
+
+``exact_match`` and ``contains`` compare strings as they are given; ``score`` first applies the
+normalizations a recipe lists under ``evaluation.normalize`` to both sides (``NORMALIZE``, in its
+order). The other metrics parse, tokenize or pattern-match the answer themselves.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Collection
 from functools import cache
 from typing import Any
 
 REGEX_PREFIX = "regex:"
+# SQuAD's articles: whole words in any case, with the whitespace after them.
+_ARTICLE = re.compile(r"\b(?:a|an|the)\b\s*", re.IGNORECASE)
+
+# Applied in this order (SQuAD's): removing punctuation and articles leaves runs of whitespace to collapse.
+NORMALIZE: dict[str, Callable[[str], str]] = {
+    "case": str.casefold,
+    "punctuation": lambda text: "".join(c for c in text if not unicodedata.category(c).startswith("P")),
+    "articles": lambda text: _ARTICLE.sub("", text),
+    "whitespace": lambda text: " ".join(text.split()),
+}
+NORMALIZED_METRICS = ("exact_match", "contains")
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def normalized(text: str, names: Collection[str]) -> str:
+    """``text`` after the normalizations ``names`` lists, applied in ``NORMALIZE``'s order."""
+    if unknown := set(names) - NORMALIZE.keys():
+        raise ValueError(f"unknown normalization {sorted(unknown)}; expected some of {list(NORMALIZE)}")
+    for name, step in NORMALIZE.items():
+        if name in names:
+            text = step(text)
+    return text
+
+
+def metric_label(metric: str, names: Collection[str] | None) -> str:
+    """``metric`` as reports name it: exact_match and contains say how they normalized (None: unknown)."""
+    if names is None or metric not in NORMALIZED_METRICS:
+        return metric
+    steps = [name for name in NORMALIZE if name in names]
+    return f"{metric} (normalized: {', '.join(steps)})" if steps else f"{metric} (strict)"
+
+
 def exact_match(prediction: str, reference: str) -> float:
-    """1 when the answer is the reference, ignoring surrounding whitespace."""
-    return float(prediction.strip() == reference.strip())
+    """1 when the answer is the reference."""
+    return float(prediction == reference)
 
 
 def contains(prediction: str, reference: str) -> float:
     """1 when the reference appears anywhere in the answer."""
-    return float(reference.strip() in prediction)
+    return float(reference in prediction)
 
 
 def _json(text: str) -> tuple[bool, Any]:
@@ -83,10 +117,14 @@ CORPUS: dict[str, Callable[[list[str], list[str]], float]] = {"bleu": bleu}
 METRIC_NAMES = (*PER_ROW, *CORPUS)
 
 
-def score(metric: str, predictions: list[str], references: list[str]) -> float:
-    """``metric`` over paired predictions and references."""
+def score(metric: str, predictions: list[str], references: list[str], normalize: Collection[str] = ()) -> float:
+    """``metric`` over paired predictions and references; exact_match and contains compare them after the
+    ``normalize`` steps (none: byte for byte)."""
     if len(predictions) != len(references) or not references:
         raise ValueError("need as many predictions as references, and at least one")
+    if metric in NORMALIZED_METRICS:
+        predictions = [normalized(p, normalize) for p in predictions]
+        references = [normalized(r, normalize) for r in references]
     if metric.startswith(REGEX_PREFIX):
         pattern = re.compile(metric.removeprefix(REGEX_PREFIX))
         return _mean([float(bool(pattern.fullmatch(p.strip()))) for p in predictions])

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from olive_flows.evaluate.metrics import metric_label
 from olive_flows.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS
 
 
@@ -69,8 +70,9 @@ def _sections(evaluation: dict[str, Any], manifest: dict[str, Any]) -> list[tupl
     metric_rows = []
     for name, entry in adapters.items():
         for metric, value in entry["metrics"].items():
+            shown = metric_label(metric, evaluation.get("normalize"))  # older eval.json files do not record it
             metric_rows.append(
-                [name, entry["dataset"], metric, base["metrics"].get(f"{name}/{metric}"), value, entry["rows"]]
+                [name, entry["dataset"], shown, base["metrics"].get(f"{name}/{metric}"), value, entry["rows"]]
             )
     ppl_rows = [["base (pooled)", base["perplexity"]["pytorch"], base["perplexity"]["onnx"]]]
     for name, entry in adapters.items():
