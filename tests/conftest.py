@@ -129,3 +129,27 @@ def tiny_recipe(model: Path, output: Path, **targets: dict) -> dict:
         },
         "output": {"dir": str(output)},
     }
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """Factory: place a model folder in a Hugging Face cache under a hub id, as a download leaves it
+    (blobs aside): ``models--<org>--<name>/snapshots/<commit>/`` and ``refs/main``. The cache is
+    this test's own (HF_HUB_CACHE); returns the snapshot folder."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    def place(model_id: str, folder: Path) -> Path:
+        repo = cache / f"models--{model_id.replace('/', '--')}"
+        shutil.copytree(folder, repo / "snapshots" / COMMIT)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(COMMIT)
+        return repo / "snapshots" / COMMIT
+
+    return place

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_recipe, write_recipe
+from conftest import COMMIT, tiny_recipe, write_recipe
 
 from olive_flows.cli.main import main
 from olive_flows.console import Console
@@ -93,18 +93,26 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
     assert "contacts/json_fields" in scores["base"]["metrics"]
 
 
-def test_phi_lora_recipe_with_a_tiny_phi3(tiny_model, tmp_path):
-    """The built-in phi-lora recipe as written, with its model swapped for a tiny random Phi-3."""
-    overrides = [f"model.id={tiny_model('phi3')}", f"output.dir={tmp_path}", "evaluation.max_rows=2"]
+def test_phi_lora_recipe_offline_from_the_hub_cache(tiny_model, hub_cache, tmp_path):
+    """The built-in phi-lora recipe as written, offline, with a tiny random Phi-3 in the Hugging Face
+    cache under microsoft/Phi-3-mini-4k-instruct: a model downloaded once fine-tunes with no network."""
+    snapshot = hub_cache("microsoft/Phi-3-mini-4k-instruct", tiny_model("phi3"))
+    overrides = [f"output.dir={tmp_path}", "evaluation.max_rows=2"]
     for adapter in ("contacts", "dates"):
         training = f"adapters.{adapter}.training"
         overrides += [f"{training}.epochs=null", f"{training}.max_steps=2", f"{training}.batch_size=2"]
     recipe = load_recipe("phi-lora", overrides)
-    result = run_recipe(recipe, console=Console(io.StringIO()))
+    result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
 
     assert set(result.packages) == {"cpu", "cuda"}
     for target, package in result.packages.items():
         manifest = json.loads((package / "manifest.json").read_text())
+        assert manifest["base_model"] == {
+            "id": "microsoft/Phi-3-mini-4k-instruct",
+            "kind": "hub",
+            "revision": COMMIT,
+            "path": str(snapshot),
+        }
         assert (
             manifest["target"]["provider"] == {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[target]
         )
@@ -231,7 +239,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
 
     assert main(["export", str(path), "--target", "cpu", "--precision", "int8"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     assert sha256_file(int4_package / "model.onnx") != before, "the cpu package was rebuilt at int8"
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
     bits = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
@@ -244,7 +252,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     # q4_1: fp32 build + olive-flows' own Olive pass (loaded through the package config)
     assert main(["export", str(path), "targets.cpu.int4.algorithm=q4_1", "--target", "cpu", "--precision", "int4"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
     nbits = {
         n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"
@@ -262,7 +270,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     float_bytes = adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter")
     q4_1_int8 = ["targets.cpu.int4.algorithm=q4_1", "targets.cpu.adapter_weights=int8"]
     assert main(["export", str(path), *q4_1_int8, "--target", "cpu", "--precision", "int4"]) == 0
-    assert capsys.readouterr().out.count("training reused from Olive's cache") == 2
+    assert capsys.readouterr().out.count("(OliveFlowsLoRA): from Olive's cache") == 2
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
     names = [i.name for i in graph.input]
     assert len(names) == len(set(names)), "each graph input once (Olive's ExtractAdapters lists LoRA inputs twice)"
@@ -283,7 +291,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     # converted at packaging; the adapters must come out bf16, typed like the graph's inputs.
     assert main(["export", str(path), "--target", "gpu", "--precision", "bf16"]) == 0
     out = capsys.readouterr().out
-    assert out.count("training reused from Olive's cache") == 2 and "step " not in out
+    assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     bf16_package = tmp_path / "out" / "tiny" / "gpu"
     inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(bf16_package / "model.onnx").graph.input}
     for adapter in ("contacts", "dates"):
@@ -335,9 +343,11 @@ def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
     log = io.StringIO()
     result = run_recipe(load_recipe(path), console=Console(log))
     contacts, dates_log = log.getvalue().split("cpu/contacts:")[1].split("cpu/dates:")
-    assert "training reused from Olive's cache" in contacts, "the finished adapter is not trained again"
-    first_step = int(dates_log.split("step", 1)[1].split("/", 1)[0])
-    assert first_step > int(saved[-1].name.split("-")[1]) - 1, "training continued from the checkpoint"
+    assert "train (OliveFlowsLoRA): from Olive's cache" in contacts, "the finished adapter is not trained again"
+    step = int(saved[-1].name.split("-")[1])
+    assert f"resuming training at step {step} of 60 from checkpoint-{step}: an earlier run" in dates_log
+    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "dates" / "training_log.json").read_text())
+    assert history[0]["step"] > step, "training continued from the checkpoint"
     assert not cut_off.exists(), "a checkpoint cut off while being written is dropped, not resumed from"
     assert (result.packages["cpu"] / "manifest.json").is_file()
     assert not list((tmp_path / "out" / "tiny").glob(".cpu.staging-*"))

@@ -30,7 +30,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def target_overrides(recipe_targets: list[str], name: str, precision: str | None) -> list[str]:
-    """Overrides that leave only target ``name`` in the recipe, creating it when it names a device."""
+    """Overrides that leave only target ``name`` in the recipe, creating it when it names a device;
+    a new precision drops the options of the old one."""
     devices = list(metadata.load("targets")["device_default_provider"])
     if name not in recipe_targets and name not in devices:
         raise UserError(
@@ -41,6 +42,8 @@ def target_overrides(recipe_targets: list[str], name: str, precision: str | None
         overrides.append(f"targets.{name}.device={name}")
     if precision:
         overrides.append(f"targets.{name}.precision={precision}")
+        if precision != "int4":  # int4 options would be refused ("no effect") at another precision
+            overrides.append(f"targets.{name}.int4=null")
     return overrides
 
 

@@ -1,12 +1,10 @@
-"""Entry point of the ``olive-flows`` command: dispatch to a subcommand, map failures to exit codes.
-
-Exit codes: 0 success; 2 a mistake in the recipe, its data or the command line; 3 an Olive pass
-failed or was pruned; 4 the exported package failed its checks; 130 interrupted.
-"""
+"""Entry point of the ``olive-flows`` command: dispatch to a subcommand, map failures to exit codes
+(EXIT_CODES, also shown by --help)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +24,15 @@ from olive_flows.cli import (
 )
 from olive_flows.problems import UserError
 
+DESCRIPTION = (
+    "Fine-tune small language models with LoRA adapters from a YAML recipe and export them as one "
+    "multi-adapter ONNX package per device. Start with: olive-flows run quickstart"
+)
+EXIT_CODES = (
+    "exit codes: 0 success; 2 a mistake in the recipe, its data or the command line; 3 an Olive pass failed; "
+    "4 the package failed its checks; 5 verify found a damaged package; 6 another run holds the recipe's "
+    "output folder; 7 the base model cannot be downloaded; 130 interrupted"
+)
 SUBCOMMANDS = (
     run_cmd,
     export_cmd,
@@ -42,7 +49,7 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olive-flows", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="olive-flows", description=DESCRIPTION, epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"olive-flows {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
@@ -63,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (olive-flows list | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # failures of a pass or of the package carry their own exit code
         code = getattr(exc, "exit_code", None)
         if code is None:

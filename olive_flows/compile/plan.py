@@ -9,8 +9,7 @@ prepares a built-in model for Olive (``model_log``) and goes on to execute the c
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from olive_flows.console import Console
 from olive_flows.data.prepare import PreparedDataset, prepare_dataset
 from olive_flows.files import write_text_atomic
 from olive_flows.layout import Workspace
+from olive_flows.models import hub
 from olive_flows.models.resolve import ModelRef, model_facts, model_ref
 from olive_flows.paths import display_path
 from olive_flows.plugins import PACKAGE_CONFIG_FILE, package_config
@@ -45,26 +45,33 @@ def needs_hub(recipe: Recipe) -> bool:
     return model_ref(recipe).kind == "hub" or any("hf" in spec for spec in recipe.datasets.values())
 
 
-def model_facts_for(ref: ModelRef, console: Console, model_log: Path | None) -> dict[str, Any]:
-    """model_type and layer count of the base model. With ``model_log``, a built-in model is also
-    made available locally (what it prints goes to that log)."""
+def prepare_model(ref: ModelRef, console: Console, model_log: Path | None) -> tuple[ModelRef, dict[str, Any]]:
+    """The base model as Olive will load it, and its model_type and layer count.
+
+    With ``model_log`` (a run) the model is made available on disk first: a built-in model is
+    materialized (what it prints goes to that log); a hub model is downloaded, or found in the
+    Hugging Face cache when offline, and Olive gets its snapshot folder, pinned to the commit it
+    resolved to. A dry run only reads config.json (from the cache, or downloads that one file)."""
     if ref.kind == "builtin" and model_log:
         from olive_flows.models.builtin import materialize as materialize_builtin
 
         with output_to(model_log):
             folder = materialize_builtin(ref.builtin_name)
         console.say(f"model {ref.id}: {display_path(folder)}")
-    elif ref.kind == "hub" and os.environ.get("HF_HUB_OFFLINE") != "1" and model_facts(ref) is None:
-        from huggingface_hub import hf_hub_download
-
-        hf_hub_download(ref.path, "config.json", revision=ref.revision)
+    elif ref.kind == "hub" and model_log:
+        folder, commit = hub.snapshot(ref.id, ref.revision)
+        ref = replace(ref, path=str(folder), revision=commit)
+        console.say(f"model {ref.id} at commit {commit[:12]}: {display_path(folder)}")
+    elif ref.kind == "hub" and model_facts(ref) is None and not hub.hub_offline():
+        hub.snapshot(ref.id, ref.revision, only=["config.json"])
     facts = model_facts(ref)
-    if not facts or not facts.get("num_hidden_layers"):
-        raise UserError(
-            f"cannot read config.json of model '{ref.id}': it is not in the Hugging Face cache and the hub is "
-            "offline; run once with network access or point model.id at a local folder"
+    if ref.kind == "hub" and not facts:
+        raise hub.unavailable(
+            ref.id, "its config.json is not in the Hugging Face cache and the hub is off (offline mode)"
         )
-    return facts
+    if not facts or not facts.get("num_hidden_layers"):
+        raise UserError(f"model '{ref.id}': its config.json has no num_hidden_layers; olive-flows cannot export it")
+    return ref, facts
 
 
 def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
@@ -94,10 +101,9 @@ def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict
 def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None) -> Plan:
     """Resolve the model, prepare the data and compile every Olive workflow; write the configs.
 
-    ``model_log``: prepare a built-in model for running (a dry run leaves it out)."""
+    ``model_log``: make the model available for running (a dry run leaves it out)."""
     workspace = Workspace.of(recipe)
-    ref = model_ref(recipe)
-    facts = model_facts_for(ref, console, model_log)
+    ref, facts = prepare_model(model_ref(recipe), console, model_log)
     datasets = prepare_data(recipe, workspace, console)
     jobs = compile_recipe(recipe, ref, facts, datasets, workspace)
     files = {workspace.compiled / job.target / f"{job.adapter}.json": job.to_json() for job in jobs}

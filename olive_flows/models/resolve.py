@@ -22,7 +22,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved model reference: ``path`` is what Olive loads (a local folder or a Hub id)."""
+    """A resolved model reference: ``path`` is what Olive loads (a local folder, a Hub id, or once a
+    run has fetched it, the Hub model's snapshot folder with ``revision`` its commit)."""
 
     id: str
     kind: str  # "builtin", "local" or "hub"
@@ -90,7 +91,7 @@ def model_facts(ref: ModelRef) -> dict[str, Any] | None:
     None when nothing is known.
     """
     config_path: Path | None = None
-    if ref.kind in {"local", "builtin"}:
+    if ref.kind in {"local", "builtin"} or Path(ref.path).is_absolute():  # a hub model's snapshot folder
         config_path = Path(ref.path) / "config.json"
     else:
         from huggingface_hub import try_to_load_from_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -10,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from olive_flows import metadata
-from olive_flows.compile.workflow import Job
-from olive_flows.console import Console
+from olive_flows.compile.workflow import TRAIN, Job
+from olive_flows.console import Console, Progress
 from olive_flows.data.audit import tokenization_stats
 from olive_flows.recipe.model import Recipe
 from olive_flows.run import peft
@@ -33,12 +34,20 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
     )
     (run_dir / "olive").mkdir(exist_ok=True)
     (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
+    resume = resume_point(Path(train["training_args"]["output_dir"]))
+    if resume:
+        console.detail(
+            f"resuming training at step {resume[1]} of {resume[2]} from {resume[0]}: an earlier run of this same "
+            "training (same data, model and settings; the checkpoint folder is named by them) stopped there"
+        )
     started = time.monotonic()
     trackers = tracker_environment(
         recipe.adapters[job.adapter]["training"]["report_to"], run_dir, recipe.name, job.adapter
     )
-    with record_training(console) as recorder, environment(trackers):
-        output = run_workflow(job.name, job.config, run_dir / "logs" / f"{job.target}-{job.adapter}.log")
+    events = PassReporter(console, job)
+    with record_training(console, f"{job.adapter} training") as recorder, environment(trackers):
+        output = run_workflow(job.name, job.config, run_dir / "logs" / f"{job.target}-{job.adapter}.log", events)
+    events.close()
     timings[job.name] = round(time.monotonic() - started, 1)
     if recorder.history:
         adapter_dir = peft.trained_adapter(output)
@@ -50,10 +59,47 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
             f"(loss on {stats['loss_on']}), {len(stats['truncated_rows'])} truncated to {stats['max_seq_len']} tokens, "
             f"{len(stats['dropped_no_learned_token']) + len(stats['dropped_by_length_filter'])} dropped"
         )
-    else:
-        console.detail("training reused from Olive's cache")
     console.detail(f"done in {timings[job.name]:.0f} s")
     return output
+
+
+class PassReporter:
+    """Tells the console what each pass of a job does: training shows its own progress (see
+    training_log.py); a pass taken from Olive's cache says so and why; the export passes after it
+    share one progress line (passes done, rate, ETA)."""
+
+    def __init__(self, console: Console, job: Job):
+        self.console, self.job = console, job
+        self.export_passes = [name for name in job.config["passes"] if name != TRAIN]
+        self.progress: Progress | None = None
+
+    def __call__(self, event: str, name: str, seconds: float) -> None:
+        kind = self.job.config["passes"].get(name, {}).get("type", name)
+        if event == "cached" and name == TRAIN:
+            self.console.detail(
+                f"{name} ({kind}): from Olive's cache: an earlier run trained this adapter with the same data, "
+                "model and settings"
+            )
+        elif name != TRAIN and event == "start" and self.progress is None:
+            self.progress = self.console.progress(f"{self.job.name} export", len(self.export_passes), "passes")
+        elif name != TRAIN and event in {"cached", "done"} and self.progress:
+            self.progress.update(
+                1, note=f"{name} ({kind}) " + ("from Olive's cache" if event == "cached" else f"{seconds:.0f} s")
+            )
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.close()
+
+
+def resume_point(folder: Path) -> tuple[str, int, int] | None:
+    """The checkpoint a training will resume from in ``folder``, its step and the training's total
+    steps (from the trainer's own state), or None when it starts from scratch."""
+    states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
+    if not states:
+        return None
+    state = json.loads(states[-1].read_text())
+    return states[-1].parent.name, state["global_step"], state["max_steps"]
 
 
 def drop_unusable_checkpoints(folder: Path) -> None:

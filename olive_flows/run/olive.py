@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,32 @@ def _tail(path: Path, lines: int) -> list[str]:
         return []
 
 
-class _PassWatcher(logging.Handler):
-    """Remembers the pass Olive is running and the last reason it gave for a prune or failure."""
+# Called as (event, pass name, seconds) when a pass starts ("start", 0), comes from Olive's cache
+# ("cached", 0) or finishes running ("done", its run time).
+PassEvents = Callable[[str, str, float], None]
 
-    def __init__(self) -> None:
+
+class _PassWatcher(logging.Handler):
+    """Remembers the pass Olive is running and the last reason it gave for a prune or failure, and
+    reports when each pass starts, comes from the cache or finishes."""
+
+    def __init__(self, on_pass: PassEvents | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.current_pass: str | None = None
         self.pruned_pass: str | None = None
         self.reasons: list[str] = []
+        self.on_pass = on_pass or (lambda event, name, seconds: None)
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.msg if isinstance(record.msg, str) else ""
         if msg.startswith("Running pass") and record.args:
             self.current_pass = str(record.args[0])
             self.reasons.clear()
+            self.on_pass("start", self.current_pass, 0.0)
+        elif msg.startswith("Loaded model from cache") and self.current_pass:
+            self.on_pass("cached", self.current_pass, 0.0)
+        elif msg.startswith("Pass %s:%s finished in") and record.args:
+            self.on_pass("done", str(record.args[0]), float(record.args[2]))
         elif msg.startswith("Flow %s is pruned") and record.args:
             self.pruned_pass = str(record.args[1])
         elif (
@@ -84,12 +97,13 @@ def telemetry_off() -> None:
         Telemetry._log_heartbeat = heartbeat
 
 
-def run_workflow(job_name: str, config: dict[str, Any], log_path: Path) -> Path:
-    """Run ``config`` with Olive and return the folder holding the output model."""
+def run_workflow(job_name: str, config: dict[str, Any], log_path: Path, on_pass: PassEvents | None = None) -> Path:
+    """Run ``config`` with Olive and return the folder holding the output model; ``on_pass`` hears
+    about each pass as it starts, is taken from the cache or finishes."""
     telemetry_off()
     from olive.workflows import run as olive_run
 
-    watcher = _PassWatcher()
+    watcher = _PassWatcher(on_pass)
     olive_logger = logging.getLogger("olive")
     olive_logger.addHandler(watcher)
     try:

@@ -1,0 +1,196 @@
+"""Typed, read-only views of a resolved recipe, for the steps after validation.
+
+The recipe stays a dict for validation (rules must survive a recipe that broke the schema). Once it
+is valid and its defaults are filled in, compile, run, package and evaluate read these views
+instead: ``recipe.spec.adapters["dates"].training.max_seq_len``, which an editor completes and a type
+checker checks. Each view has exactly the fields of its schema object, so a view built from a dict
+with a key it does not know, or a schema field it lacks, fails when the recipe is loaded
+(``tests/test_views.py`` holds every view against the schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from olive_flows import metadata
+
+
+def _build(cls: type, data: dict[str, Any], **nested: Any) -> Any:
+    """``cls`` from ``data``, with ``nested`` (already built views) replacing their dicts and lists
+    turned into tuples. Raises TypeError for a key the view does not have."""
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+    return cls(**{**values, **nested})
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    revision: str | None
+    trust_remote_code: bool
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Clean:
+    normalize_whitespace: bool
+    dedupe: str | None
+    near_threshold: float
+    scrub: tuple[str, ...]
+    min_tokens: int | None
+    max_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    format: str | None
+    on_error: str
+    clean: Clean
+    eval_split: float
+    test_split: float
+    max_samples: int | None
+    seed: int
+    path: str | None = None
+    table: str | None = None
+    hf: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    mix: dict[str, float] | None = None
+    template: dict[str, str] | None = None
+    rating: dict[str, Any] | None = None
+    eval_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    epochs: float
+    learning_rate: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    lr_scheduler: str
+    weight_decay: float
+    max_seq_len: int
+    loss_on: str
+    group_by_length: bool
+    seed: int
+    gradient_checkpointing: bool
+    report_to: tuple[str, ...]
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    method: str
+    dataset: str
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...] | None
+    training: Training
+
+
+@dataclass(frozen=True)
+class Int4:
+    block_size: int
+    accuracy_level: int
+    symmetric: bool
+    algorithm: str
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    device: str
+    provider: str | None
+    precision: str
+    int4: Int4
+    adapter_weights: str
+    adapters: tuple[str, ...] | None
+
+    @property
+    def execution_provider(self) -> str:
+        """The provider the package runs on: the target's own, else its device's default."""
+        return self.provider or metadata.default_provider(self.device)
+
+    @property
+    def profile(self) -> dict[str, Any]:
+        """metadata/targets.json's profile of the execution provider."""
+        return metadata.target_profile(self.execution_provider)
+
+
+@dataclass(frozen=True)
+class Parity:
+    fp32_logit_tolerance: float
+    perplexity_bound: float
+    enforce: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    smoke_prompt: str
+    max_new_tokens: int
+    max_rows: int
+    prompts: tuple[str, ...]
+    decode_tokens: int
+    pytorch: bool
+    parity: Parity
+    metrics: dict[str, tuple[str, ...]]
+    normalize: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Every part of a resolved recipe a later step reads, as views."""
+
+    model: Model
+    datasets: dict[str, Dataset]
+    adapters: dict[str, Adapter]
+    targets: dict[str, Target]
+    evaluation: Evaluation
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> Spec:
+        """The views of a resolved recipe (defaults filled in)."""
+        evaluation = data["evaluation"]
+        return cls(
+            model=_build(Model, data["model"]),
+            datasets={
+                name: _build(Dataset, spec, name=name, clean=_build(Clean, spec["clean"]))
+                for name, spec in data["datasets"].items()
+            },
+            adapters={
+                name: _build(Adapter, spec, name=name, training=_build(Training, spec["training"]))
+                for name, spec in data["adapters"].items()
+            },
+            targets={
+                name: _build(Target, spec, name=name, int4=_build(Int4, spec["int4"]))
+                for name, spec in data["targets"].items()
+            },
+            evaluation=_build(
+                Evaluation,
+                evaluation,
+                parity=_build(Parity, evaluation["parity"]),
+                metrics={name: tuple(found) for name, found in evaluation["metrics"].items()},
+            ),
+        )
+
+
+VIEWS = {
+    "model": Model,
+    "datasets.<name>": Dataset,
+    "datasets.<name>.clean": Clean,
+    "adapters.<name>": Adapter,
+    "adapters.<name>.training": Training,
+    "targets.<name>": Target,
+    "targets.<name>.int4": Int4,
+    "evaluation": Evaluation,
+    "evaluation.parity": Parity,
+}
+
+
+def field_names(view: type) -> set[str]:
+    """The recipe fields a view holds (without ``name``, which is the key it is stored under)."""
+    return {f.name for f in fields(view)} - {"name"}
