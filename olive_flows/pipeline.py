@@ -87,7 +87,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
     for adapter, job in {job.adapter: job for job in plan.jobs}.items():
         write_audit(
             workspace.audit(adapter),
-            plan.datasets[recipe.adapters[adapter]["dataset"]],
+            plan.datasets[recipe.spec.adapters[adapter].dataset],
             tokenization_stats(job.stats_path),
         )
         peft.publish(trained[adapter], workspace.peft(adapter))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,40 @@ def tiny_job(tiny_model, tmp_path):
     ref = model_ref(recipe)
     datasets = {d: prepare_dataset(recipe, d, workspace.data) for d in recipe.datasets}
     return compile_recipe(recipe, ref, model_facts(ref), datasets, workspace)[0]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in the test's folder, so that messages show short relative paths (use with
+    ``pytestmark = pytest.mark.usefixtures("in_tmp")``)."""
+    monkeypatch.chdir(tmp_path)
+
+
+def chat(user: str, answer: str = "ok", system: str | None = None) -> dict:
+    """A chat row: an optional system turn, a user turn and the assistant's answer."""
+    turns = [{"role": "system", "content": system}] if system else []
+    return {"messages": [*turns, {"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def write(path: Path, text: str) -> Path:
+    """Write ``text`` (dedented) to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def minimal_recipe(**fields) -> dict:
+    """The smallest valid recipe (the built-in model, one dataset d, one adapter a, one cpu target),
+    with ``fields`` replacing its top-level fields."""
+    return {
+        "schema_version": 1,
+        "name": "minimal",
+        "model": {"id": "builtin:smollm2-135m-instruct"},
+        "datasets": {"d": {"path": "d.jsonl"}},
+        "adapters": {"a": {"dataset": "d"}},
+        "targets": {"cpu": {"device": "cpu"}},
+        **fields,
+    }
 
 
 def write_recipe(folder: Path, recipe: dict, rows: int = 40) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from olive_flows.compile.workflow import compile_recipe, lora_node_names, total_steps
 from olive_flows.data.prepare import prepare_dataset
@@ -123,9 +124,10 @@ def test_lora_node_names_cover_unpacked_projections():
 
 
 def test_total_steps_from_epochs():
-    training = {"max_steps": None, "epochs": 2, "batch_size": 4, "grad_accum": 2}
+    default = load_recipe("quickstart").spec.adapters["dates"].training
+    training = replace(default, max_steps=None, epochs=2, batch_size=4, grad_accum=2)
     assert total_steps(training, 17) == 5  # ceil(17/4)=5 batches, /2 accumulation, x2 epochs
-    assert total_steps({**training, "max_steps": 7}, 17) == 7
+    assert total_steps(replace(training, max_steps=7), 17) == 7
 
 
 def test_qlora_keeps_every_linear_layers_lora_out_of_int4(tmp_path):

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, write
 
 from olive_flows.cli.main import main
 from olive_flows.problems import UserError
 from olive_flows.validate.load import load_recipe
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def test_extends_a_builtin_merges_maps_and_replaces_lists(tmp_path):

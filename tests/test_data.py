@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import chat
 
 from olive_flows.data.clean import clean_rows, near_duplicate_groups, normalize_whitespace, scrub
 from olive_flows.data.prepare import Report, normalize_rows, split_rows
 from olive_flows.data.sources import iter_local
 from olive_flows.problems import UserError
-
-
-def chat(q: str, a: str = "ok") -> dict:
-    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-
 
 MALFORMED = [
     json.dumps(chat("fine")),

@@ -8,17 +8,15 @@ import sqlite3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import chat
 
 from olive_flows.cli.main import main
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch, smollm2_folder):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp", "smollm2_folder")
 
 
-def chat(q: str, a: str = "ok") -> str:
-    return json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+def chat_line(user: str, answer: str = "ok") -> str:
+    return json.dumps(chat(user, answer))
 
 
 def check(capsys, *args: str) -> tuple[int, list[str]]:
@@ -27,7 +25,13 @@ def check(capsys, *args: str) -> tuple[int, list[str]]:
 
 
 def test_jsonl_problems_and_long_rows_with_line_numbers(tmp_path, capsys):
-    lines = [chat("short"), chat("x " * 200, "long answer"), "", '{"messages": "not json"}', chat("fine", "")]
+    lines = [
+        chat_line("short"),
+        chat_line("x " * 200, "long answer"),
+        "",
+        '{"messages": "not json"}',
+        chat_line("fine", ""),
+    ]
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     code, out = check(capsys, "d.jsonl", "--max-seq-len", "64")
     assert code == 2

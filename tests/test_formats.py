@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import chat, minimal_recipe
 
 from olive_flows.data.formats import detect_format
 from olive_flows.data.prepare import prepare_dataset
@@ -19,15 +20,11 @@ ROWS = 10
 
 
 def recipe_for(tmp_path, dataset: dict):
-    recipe = {
-        "schema_version": 1,
-        "name": "formats",
-        "model": {"id": "builtin:smollm2-135m-instruct"},
-        "datasets": {"d": dataset if "eval_path" in dataset else {**dataset, "eval_split": 0.2}},
-        "adapters": {"a": {"dataset": "d"}},
-        "targets": {"cpu": {"device": "cpu"}},
-        "output": {"dir": str(tmp_path / "out")},
-    }
+    recipe = minimal_recipe(
+        name="formats",
+        datasets={"d": dataset if "eval_path" in dataset else {**dataset, "eval_split": 0.2}},
+        output={"dir": str(tmp_path / "out")},
+    )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return load_recipe(tmp_path / "recipe.yaml")
 
@@ -41,12 +38,6 @@ def prepared_rows(tmp_path, dataset: dict):
 
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def chat(user: str, answer: str, system: str | None = None) -> dict:
-    turns = [{"role": "system", "content": system}] if system else []
-    turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    return {"messages": turns}
 
 
 def test_instruction_rows_in_a_json_file_become_chat_turns(tmp_path):
@@ -117,30 +108,21 @@ def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
 def test_mix_draws_train_rows_by_weight_and_pools_held_out_rows(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [chat(f"a{i}", "x") for i in range(40)])
     write_jsonl(tmp_path / "b.jsonl", [chat(f"b{i}", "y") for i in range(10)])
-    recipe = {
-        "schema_version": 1,
-        "name": "mix",
-        "model": {"id": "builtin:smollm2-135m-instruct"},
-        "datasets": {
+    recipe = minimal_recipe(
+        name="mix",
+        datasets={
             "a": {"path": "a.jsonl", "eval_split": 0.1},
             "b": {"path": "b.jsonl", "eval_split": 0.1},
             "both": {"mix": {"a": 1, "b": 3}},
         },
-        "adapters": {"m": {"dataset": "both"}},
-        "targets": {"cpu": {"device": "cpu"}},
-    }
+        adapters={"m": {"dataset": "both"}},
+    )
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     mixed = prepare_dataset(load_recipe(tmp_path / "recipe.yaml"), "both", tmp_path / "prepared")
     train = [json.loads(line) for line in mixed.train_file.read_text().splitlines()]
     from_b = sum(row["messages"][0]["content"].startswith("b") for row in train)
     assert len(train) == 36 + 9 and from_b == round(45 * 3 / 4), "b is oversampled to three quarters"
     assert mixed.rows["eval"] == 4 + 1 and mixed.kind == "chat"
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run in the recipe's folder, so that messages show the short relative path."""
-    monkeypatch.chdir(tmp_path)
 
 
 TEMPLATE = {"user": "{question}", "assistant": "{answer}"}

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from conftest import minimal_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +26,7 @@ values = st.recursive(
     max_leaves=12,
 )
 KEYS = ["schema_version", "name", "description", "extends", "model", "datasets", "adapters", "targets", "evaluation"]
-VALID = {
-    "schema_version": 1,
-    "name": "fuzz",
-    "model": {"id": "builtin:smollm2-135m-instruct"},
-    "datasets": {"d": {"path": "rows.jsonl"}},
-    "adapters": {"a": {"dataset": "d"}},
-    "targets": {"cpu": {"device": "cpu"}},
-}
+VALID = minimal_recipe(name="fuzz", datasets={"d": {"path": "rows.jsonl"}})
 
 
 def _validate(text: str) -> int:

@@ -32,13 +32,10 @@ targets:
 ROW = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    """Run in the recipe's folder, so that messages show the short relative path."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
-def write(tmp_path, text: str, rows: str = ROW * 3):
+def write_demo(tmp_path, text: str, rows: str = ROW * 3):
     (tmp_path / "people.jsonl").write_text(rows)
     path = tmp_path / "recipe.yaml"
     path.write_text(textwrap.dedent(text))
@@ -47,12 +44,12 @@ def write(tmp_path, text: str, rows: str = ROW * 3):
 
 def problems(tmp_path, text: str, overrides=(), rows: str = ROW * 3) -> list[str]:
     with pytest.raises(UserError) as info:
-        load_recipe(write(tmp_path, text, rows), overrides)
+        load_recipe(write_demo(tmp_path, text, rows), overrides)
     return [p.format() for p in info.value.problems]
 
 
 def test_valid_recipe_loads_with_defaults(tmp_path):
-    recipe = load_recipe(write(tmp_path, VALID))
+    recipe = load_recipe(write_demo(tmp_path, VALID))
     assert recipe.adapters["first"]["r"] == 16 and recipe.adapters["second"]["r"] == 4
     assert recipe.target_adapters("cpu") == ["first", "second"]
 
@@ -113,7 +110,7 @@ def test_unsafe_names_are_rejected(tmp_path):
 
 
 def test_overrides_are_checked_like_the_file(tmp_path):
-    recipe = load_recipe(write(tmp_path, VALID), ["adapters.first.r=32", "targets.cpu.precision=fp32"])
+    recipe = load_recipe(write_demo(tmp_path, VALID), ["adapters.first.r=32", "targets.cpu.precision=fp32"])
     assert recipe.adapters["first"]["r"] == 32 and recipe.targets["cpu"]["precision"] == "fp32"
     found = problems(tmp_path, VALID, ["adapters.first.r=big"])
     assert found == ["override 'adapters.first.r=big': adapters.first.r: expected integer; found string \"big\""]
@@ -122,7 +119,7 @@ def test_overrides_are_checked_like_the_file(tmp_path):
 def test_null_override_restores_the_default(tmp_path):
     text = VALID.replace("    r: 4", "    r: 4\n    training: {epochs: 3}")
     recipe = load_recipe(
-        write(tmp_path, text), ["adapters.second.training.epochs=null", "adapters.second.training.max_steps=5"]
+        write_demo(tmp_path, text), ["adapters.second.training.epochs=null", "adapters.second.training.max_steps=5"]
     )
     assert recipe.adapters["second"]["training"]["max_steps"] == 5
 
@@ -180,7 +177,7 @@ def test_metrics_on_datasets_with_answers_or_unreadable_at_validation_pass(tmp_p
         "  hub:\n    hf: olive-flows/not-read-at-validation\n    split: train\n",
     )
     metrics = "evaluation:\n  metrics:\n    people: [exact_match]\n    qa: [exact_match]\n    hub: [exact_match]\n"
-    assert load_recipe(write(tmp_path, text + metrics)).data["evaluation"]["metrics"]["hub"] == ["exact_match"]
+    assert load_recipe(write_demo(tmp_path, text + metrics)).data["evaluation"]["metrics"]["hub"] == ["exact_match"]
 
 
 def model_folder(tmp_path, name: str, config: dict) -> str:
@@ -214,7 +211,7 @@ def test_supported_architectures_come_from_the_metadata(tmp_path, monkeypatch):
     extended = {**load("architectures"), "architectures": {**load("architectures")["architectures"]}}
     extended["architectures"]["gemma2"] = extended["architectures"]["llama"]
     monkeypatch.setattr(metadata, "load", lambda name: extended if name == "architectures" else load(name))
-    assert load_recipe(write(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))).name == "demo"
+    assert load_recipe(write_demo(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))).name == "demo"
 
 
 def test_known_architecture_without_a_layer_count_is_refused_at_model_id(tmp_path):

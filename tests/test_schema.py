@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import minimal_recipe
 from jsonschema import Draft202012Validator
 
 from olive_flows.validate.schema import recipe_schema, resolve, with_defaults
@@ -35,14 +36,7 @@ def test_every_object_is_closed_and_every_field_documented():
 
 
 def test_defaults_are_filled_from_the_schema():
-    raw = {
-        "schema_version": 1,
-        "name": "x",
-        "model": {"id": "builtin:smollm2-135m-instruct"},
-        "datasets": {"d": {"path": "d.jsonl"}},
-        "adapters": {"a": {"dataset": "d"}},
-        "targets": {"t": {"device": "cpu"}},
-    }
+    raw = minimal_recipe(targets={"t": {"device": "cpu"}})
     data = with_defaults(raw)
     assert data["model"]["trust_remote_code"] is False
     assert data["adapters"]["a"]["r"] == 16 and data["adapters"]["a"]["training"]["learning_rate"] == 0.0002

@@ -62,19 +62,12 @@ def _recipe_checks(args: argparse.Namespace) -> list:
     ref = model_ref(recipe)
     tokenizer = _tokenizer(ref.id if ref.kind == "builtin" else ref.path, Path.cwd(), ref.trust_remote_code)
     results = []
+    adapters = recipe.spec.adapters.values()
     for name, spec in recipe.datasets.items():
         if "mix" in spec:
             continue  # its parts are checked on their own
-        users = [a for a, adapter in recipe.adapters.items() if adapter["dataset"] == name]
-        users += [
-            a for a, adapter in recipe.adapters.items() if name in recipe.datasets[adapter["dataset"]].get("mix", {})
-        ]
-        settings = [
-            Tokenization(
-                f"adapter {a}", recipe.adapters[a]["training"]["max_seq_len"], recipe.adapters[a]["training"]["loss_on"]
-            )
-            for a in dict.fromkeys(users)
-        ]
+        users = [a for a in adapters if a.dataset == name or name in (recipe.spec.datasets[a.dataset].mix or {})]
+        settings = [Tokenization(f"adapter {a.name}", a.training.max_seq_len, a.training.loss_on) for a in users]
         results.append(check_rows(name, records(recipe, name), spec, tokenizer, settings))
     return results
 

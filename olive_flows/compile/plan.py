@@ -77,7 +77,7 @@ def prepare_model(ref: ModelRef, console: Console, model_log: Path | None) -> tu
 def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
     """Check, normalize and split every dataset an adapter trains on."""
     prepared = {}
-    for name in sorted({recipe.adapters[a]["dataset"] for a in recipe.adapters}):
+    for name in sorted({adapter.dataset for adapter in recipe.spec.adapters.values()}):
         data = prepare_dataset(recipe, name, workspace.data)
         prepared[name] = data
         how = "detected" if data.detected else "declared"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from olive_flows.models.architecture import trained_modules
 from olive_flows.models.resolve import ModelRef
 from olive_flows.plugins import TOKENIZE_COMPONENT, component_file
 from olive_flows.recipe.model import Recipe
+from olive_flows.recipe.views import Adapter, Clean, Spec, Target, Training
 
 TRAIN, BUILD, QUANTIZE, EXTRACT = "train", "build", "quantize", "extract"
 TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
@@ -68,12 +69,12 @@ def lora_node_names(modules: list[str], num_layers: int) -> list[str]:
     ]
 
 
-def total_steps(training: dict[str, Any], train_rows: int) -> int:
+def total_steps(training: Training, train_rows: int) -> int:
     """Optimizer steps the training will take (max_steps, else epochs over the rows)."""
-    if training.get("max_steps"):
-        return training["max_steps"]
-    batches = math.ceil(train_rows / training["batch_size"])
-    return max(1, math.ceil(batches / training["grad_accum"] * training["epochs"]))
+    if training.max_steps:
+        return training.max_steps
+    batches = math.ceil(train_rows / training.batch_size)
+    return max(1, math.ceil(batches / training.grad_accum * training.epochs))
 
 
 def _data_config(name: str, rows: Path, tokenization: dict[str, Any]) -> dict[str, Any]:
@@ -87,114 +88,109 @@ def _data_config(name: str, rows: Path, tokenization: dict[str, Any]) -> dict[st
     }
 
 
-def tokenization(recipe: Recipe, adapter: str, data: PreparedDataset) -> dict[str, Any]:
+def tokenization(adapter: Adapter, data: PreparedDataset, clean: Clean) -> dict[str, Any]:
     """How the adapter's rows become examples; the stats file is named by these settings."""
-    training = recipe.adapters[adapter]["training"]
-    clean = recipe.datasets[data.name].get("clean", {})
     settings = {
-        "max_seq_len": training["max_seq_len"],
-        "loss_on": training["loss_on"] if data.kind == "chat" else "all",
-        "min_tokens": clean.get("min_tokens"),
-        "max_tokens": clean.get("max_tokens"),
+        "max_seq_len": adapter.training.max_seq_len,
+        "loss_on": adapter.training.loss_on if data.kind == "chat" else "all",
+        "min_tokens": clean.min_tokens,
+        "max_tokens": clean.max_tokens,
     }
-    digest = hashlib.sha256(json.dumps([adapter, settings], sort_keys=True).encode()).hexdigest()[:8]
-    return {**settings, "stats_path": str(data.train_file.parent / f"stats-{adapter}-{digest}.json")}
+    digest = hashlib.sha256(json.dumps([adapter.name, settings], sort_keys=True).encode()).hexdigest()[:8]
+    return {**settings, "stats_path": str(data.train_file.parent / f"stats-{adapter.name}-{digest}.json")}
 
 
 def _train_pass(
-    recipe: Recipe, adapter: str, data: PreparedDataset, arch: dict | None, checkpoints: Path
+    spec: Spec, adapter: Adapter, data: PreparedDataset, arch: dict | None, checkpoints: Path
 ) -> tuple[dict, list[dict]]:
-    spec = recipe.adapters[adapter]
-    training = spec["training"]
+    training = adapter.training
     steps = total_steps(training, data.train_rows)
-    length = (
-        {"max_steps": training["max_steps"]} if training.get("max_steps") else {"num_train_epochs": training["epochs"]}
-    )
-    train_tokens = tokenization(recipe, adapter, data)
+    length = {"max_steps": training.max_steps} if training.max_steps else {"num_train_epochs": training.epochs}
+    train_tokens = tokenization(adapter, data, spec.datasets[data.name].clean)
     eval_tokens = {**train_tokens, "stats_path": train_tokens["stats_path"].replace("/stats-", "/eval-stats-")}
     data_configs = [
         _data_config(TRAIN_DATA, data.train_file, train_tokens),
         _data_config(EVAL_DATA, data.eval_file, eval_tokens),
     ]
     train = {
-        "type": metadata.method(spec["method"])["pass"],
-        "r": spec["r"],
-        "alpha": spec["alpha"],
-        "lora_dropout": spec["dropout"],
-        "target_modules": trained_modules(spec, arch),
-        "torch_dtype": recipe.data["model"]["dtype"],
+        "type": metadata.method(adapter.method)["pass"],
+        "r": adapter.r,
+        "alpha": adapter.alpha,
+        "lora_dropout": adapter.dropout,
+        "target_modules": trained_modules(adapter.method, adapter.target_modules, arch),
+        "torch_dtype": spec.model.dtype,
         "train_data_config": TRAIN_DATA,
         "eval_data_config": EVAL_DATA,
         "training_args": {
             **length,
-            "learning_rate": training["learning_rate"],
-            "per_device_train_batch_size": training["batch_size"],
-            "per_device_eval_batch_size": training["batch_size"],
-            "gradient_accumulation_steps": training["grad_accum"],
+            "learning_rate": training.learning_rate,
+            "per_device_train_batch_size": training.batch_size,
+            "per_device_eval_batch_size": training.batch_size,
+            "gradient_accumulation_steps": training.grad_accum,
             # transformers 5 has no warmup_ratio (Olive would drop it): the same warm-up, in steps
-            "warmup_steps": math.ceil(training["warmup_ratio"] * steps),
-            "lr_scheduler_type": training["lr_scheduler"],
-            "weight_decay": training["weight_decay"],
-            "seed": training["seed"],
-            "data_seed": training["seed"],
-            "gradient_checkpointing": training["gradient_checkpointing"],
+            "warmup_steps": math.ceil(training.warmup_ratio * steps),
+            "lr_scheduler_type": training.lr_scheduler,
+            "weight_decay": training.weight_decay,
+            "seed": training.seed,
+            "data_seed": training.seed,
+            "gradient_checkpointing": training.gradient_checkpointing,
             "eval_strategy": "steps",
             "eval_steps": max(1, steps // EVALS_PER_TRAINING),
             "logging_steps": 1,
             # transformers 5 replaced group_by_length with this (Olive drops unknown arguments with a warning)
-            "train_sampling_strategy": "group_by_length" if training["group_by_length"] else "random",
-            "report_to": training["report_to"] or "none",
+            "train_sampling_strategy": "group_by_length" if training.group_by_length else "random",
+            "report_to": list(training.report_to) or "none",
             "disable_tqdm": True,
         },
     }
     # Olive's LoRA pass resumes from the last checkpoint in training_args.output_dir. The folder is
     # named by the rest of the pass config, so only an identical training ever resumes from it.
-    identity = [train, recipe.data["model"], data.train_file.parent.name]
+    identity = [train, asdict(spec.model), data.train_file.parent.name]
     identity.append({k: v for k, v in train_tokens.items() if k != "stats_path"})
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     train["training_args"].update(
         save_strategy="steps",
         save_steps=max(1, steps // CHECKPOINTS_PER_TRAINING),
         save_total_limit=1,
-        output_dir=str(checkpoints / f"{adapter}-{digest}"),
+        output_dir=str(checkpoints / f"{adapter.name}-{digest}"),
     )
     return train, data_configs
 
 
-def _export_passes(target: dict[str, Any], modules: list[str], num_layers: int) -> dict[str, dict[str, Any]]:
+def _export_passes(target: Target, modules: list[str], num_layers: int) -> dict[str, dict[str, Any]]:
     """ModelBuilder at the target's precision, or at a build precision followed by a quantization pass
     for what ModelBuilder cannot produce (metadata/targets.json: precision_passes for a precision,
     int4_algorithm_passes for an int4 algorithm). LoRA MatMuls stay out of every quantization."""
     targets = metadata.load("targets")
-    options = target["int4"]
-    if target["precision"] == "int4":
-        chain = targets["int4_algorithm_passes"].get(options["algorithm"])
+    options = target.int4
+    if target.precision == "int4":
+        chain = targets["int4_algorithm_passes"].get(options.algorithm)
     else:
-        chain = targets["precision_passes"].get(target["precision"])
-    precision = chain["build_precision"] if chain else target["precision"]
+        chain = targets["precision_passes"].get(target.precision)
+    precision = chain["build_precision"] if chain else target.precision
     lora_nodes = lora_node_names(modules, num_layers)
     build: dict[str, Any] = {"type": "ModelBuilder", "precision": precision}
     if precision == "int4":
         build.update(
-            int4_block_size=options["block_size"],
-            int4_accuracy_level=options["accuracy_level"],
-            int4_is_symmetric=options["symmetric"],
-            int4_algo_config=options["algorithm"],
+            int4_block_size=options.block_size,
+            int4_accuracy_level=options.accuracy_level,
+            int4_is_symmetric=options.symmetric,
+            int4_algo_config=options.algorithm,
             int4_nodes_to_exclude=lora_nodes,
         )
     passes = {BUILD: build}
     if chain:
         quantize = {**chain["quantize"], "nodes_to_exclude": [*chain.get("keep_float", []), *lora_nodes]}
-        if target["precision"] == "int4":
-            quantize.update(block_size=options["block_size"], accuracy_level=options["accuracy_level"])
+        if target.precision == "int4":
+            quantize.update(block_size=options.block_size, accuracy_level=options.accuracy_level)
         passes[QUANTIZE] = quantize
     return passes
 
 
-def _extract_pass(target: dict[str, Any]) -> dict[str, Any]:
+def _extract_pass(target: Target) -> dict[str, Any]:
     """ExtractAdapters, saving the weights in the format metadata/targets.json gives the precision
     where Olive's default (.onnx_adapter) fails; package/assemble.py converts them."""
-    save_format = metadata.load("targets")["adapter_weights_format"].get(target["precision"])
+    save_format = metadata.load("targets")["adapter_weights_format"].get(target.precision)
     return {"type": "ExtractAdapters", **({"save_format": save_format} if save_format else {})}
 
 
@@ -210,22 +206,22 @@ def compile_recipe(
     arch = metadata.architecture(facts["model_type"])
     input_model: dict[str, Any] = {"type": "HfModel", "model_path": model.path}
     load_kwargs = {"trust_remote_code": model.trust_remote_code}
-    if model.revision:
+    if model.revision and not Path(model.path).is_absolute():  # a snapshot folder is already at its commit
         load_kwargs["revision"] = model.revision
     input_model["load_kwargs"] = load_kwargs
-    for target_name, target in recipe.targets.items():
-        provider = metadata.provider_of(target)
-        profile = metadata.target_profile(provider)
-        for adapter in recipe.target_adapters(target_name):
+    spec = recipe.spec
+    for target in spec.targets.values():
+        for name in recipe.target_adapters(target.name):
+            adapter = spec.adapters[name]
             train, data_configs = _train_pass(
-                recipe, adapter, datasets[recipe.adapters[adapter]["dataset"]], arch, workspace.work / "checkpoints"
+                spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints"
             )
             config = {
                 "workflow_id": recipe.name,
                 "input_model": input_model,
                 "systems": {
                     "host": _system("cpu", "CPUExecutionProvider"),
-                    "target": _system(profile["olive_device"], provider),
+                    "target": _system(target.profile["olive_device"], target.execution_provider),
                 },
                 "host": "host",
                 "target": "target",
@@ -237,8 +233,8 @@ def compile_recipe(
                 },
                 "evaluate_input_model": False,
                 "cache_dir": str(workspace.olive_cache),
-                "output_dir": str(workspace.job(target_name, adapter)),
+                "output_dir": str(workspace.job(target.name, name)),
                 "log_severity_level": 1,
             }
-            jobs.append(Job(target_name, adapter, config))
+            jobs.append(Job(target.name, name, config))
     return jobs

@@ -41,7 +41,7 @@ def assess_package(
     """Smoke-test, evaluate and report on the package in ``folder``, built as ``manifest`` says from
     the adapters and rows in ``workspace``; record the verdict in ``manifest`` and return eval.json's
     content ({} when the package cannot run here). What the libraries print goes to ``log``."""
-    settings = recipe.data["evaluation"]
+    settings = recipe.spec.evaluation
     target = manifest["target"]["name"]
     genai_provider = metadata.target_profile(manifest["target"]["provider"])["genai_provider"]
     subject = EvalSubject.of(recipe, manifest, workspace)
@@ -58,7 +58,7 @@ def assess_package(
                 raise
             reason = failure
             runtime = PackageRuntime(folder)
-        texts = smoke_check(runtime, settings["smoke_prompt"], settings["max_new_tokens"])
+        texts = smoke_check(runtime, settings.smoke_prompt, settings.max_new_tokens)
     except (PackageCheckFailed, RuntimeError) as exc:
         if not reason:
             raise PackageCheckFailed(f"package {target}: {exc}") from exc
@@ -66,13 +66,13 @@ def assess_package(
         console.say(f"package {target}: {manifest['smoke_check']}")
         return {}
     manifest["smoke_check"] = f"passed on CPU ({reason})" if reason else "passed"
-    console.say(f"package {target}: smoke check {manifest['smoke_check']}; prompt: {settings['smoke_prompt']!r}")
+    console.say(f"package {target}: smoke check {manifest['smoke_check']}; prompt: {settings.smoke_prompt!r}")
     for label, text in texts.items():
         console.detail(f"{label:>12}: {text.strip()[:100]!r}")
 
     console.say(f"package {target}: evaluating on held-out rows (log: {display_path(log)})")
     with output_to(log):
-        evaluation = evaluate_package(recipe, folder, subject, runtime, console)
+        evaluation = evaluate_package(recipe, folder, subject, runtime, console, f"package {target} evaluation")
     show(evaluation, console)
     write_json(folder / EVAL, evaluation)
     histories = {a: _history(subject.peft.get(a)) for a in evaluation["adapters"]}
@@ -80,7 +80,7 @@ def assess_package(
     parity = evaluation["parity"]
     if parity.get("checked") and not parity["ok"]:
         message = f"package {target}: PARITY BROKEN: the exported package does not match the PyTorch model ({_parity_text(parity)})"
-        if settings["parity"]["enforce"]:
+        if settings.parity.enforce:
             raise PackageCheckFailed(message)
         console.say(message)
     return evaluation

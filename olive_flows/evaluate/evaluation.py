@@ -9,13 +9,14 @@ samples side by side. The result is the content of eval.json.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from olive_flows.console import Console
+from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
 from olive_flows.evaluate.metrics import score
@@ -27,10 +28,12 @@ from olive_flows.layout import Workspace, adapter_files
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
+from olive_flows.recipe.views import Evaluation, Parity
 
 SAMPLES_PER_DATASET = 2
 PARITY_ROWS = 3
 TORCH_BATCH = 16
+SPEED_REPEATS = 3  # decode speed is the median of this many runs
 
 
 @dataclass
@@ -58,41 +61,51 @@ class EvalSubject:
                     f"{display_path(audit)} is missing: the held-out rows of adapter '{adapter}' are needed"
                 )
             split = scored_split(json.loads((audit / "stats.json").read_text())["rows"])
-            rows[adapter] = read_jsonl(audit / f"{split}.jsonl", recipe.data["evaluation"]["max_rows"])
+            rows[adapter] = read_jsonl(audit / f"{split}.jsonl", recipe.spec.evaluation.max_rows)
         return cls(
             rows=rows,
             dataset_of={a: manifest["adapters"][a]["dataset"]["name"] for a in adapters},
             precision=manifest["target"]["precision"],
             peft={a: workspace.peft(a) for a in adapters if workspace.peft(a).is_dir()},
             model_path=manifest["base_model"].get("path"),
-            trust_remote_code=recipe.data["model"]["trust_remote_code"],
+            trust_remote_code=recipe.spec.model.trust_remote_code,
         )
 
 
 def _task_scores(
-    runtime: PackageRuntime, rows: list[dict], metrics: list[str], adapter: str | None, settings: dict[str, Any]
-):
+    runtime: PackageRuntime,
+    rows: list[dict],
+    metrics: Sequence[str],
+    adapter: str | None,
+    settings: Evaluation,
+    progress: Progress,
+) -> dict[str, float]:
     prompts = [split_chat(row) for row in rows]
-    # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
-    predictions = [runtime.generate(prompt, adapter, settings["max_new_tokens"]) for prompt, _ in prompts]
+    predictions = []
+    for prompt, _ in prompts:
+        # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
+        predictions.append(runtime.generate(prompt, adapter, settings.max_new_tokens))
+        progress.update()
     references = [reference for _, reference in prompts]
-    return {m: round(score(m, predictions, references, settings["normalize"]), 4) for m in metrics}
+    return {m: round(score(m, predictions, references, settings.normalize), 4) for m in metrics}
 
 
-def _onnx_nll(runtime: PackageRuntime, encoded: list, adapter: str | None) -> NLL:
+def _onnx_nll(runtime: PackageRuntime, encoded: list, adapter: str | None, progress: Progress) -> NLL:
     total = NLL()
     for example in encoded:
         total = total.add(token_nll(onnx_logits(runtime, example, adapter), example))
+        progress.update()
     return total
 
 
-def _torch_nll(scorer: PyTorchScorer, encoded: list, adapter: str | None) -> NLL:
+def _torch_nll(scorer: PyTorchScorer, encoded: list, adapter: str | None, progress: Progress) -> NLL:
     total = NLL()
     ordered = sorted(encoded, key=lambda e: len(e.input_ids))  # similar lengths pad least
     for start in range(0, len(ordered), TORCH_BATCH):
         batch = ordered[start : start + TORCH_BATCH]
         for example, logits in zip(batch, scorer.batch_logits(batch, adapter), strict=True):
             total = total.add(token_nll(logits, example))
+        progress.update(len(batch))
     return total
 
 
@@ -105,42 +118,46 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 
 def evaluate_package(
-    recipe: Recipe, folder: Path, subject: EvalSubject, runtime: PackageRuntime, console: Console
+    recipe: Recipe, folder: Path, subject: EvalSubject, runtime: PackageRuntime, console: Console, label: str
 ) -> dict[str, Any]:
-    """Everything eval.json holds for the package in ``folder``."""
+    """Everything eval.json holds for the package in ``folder``; progress shows as ``label``."""
     from transformers import AutoTokenizer
 
-    settings = recipe.data["evaluation"]
+    spec = recipe.spec
+    settings = spec.evaluation
     adapters = [a for a in runtime.adapter_names if a in subject.rows]
     scorer = None
-    if settings["pytorch"] and subject.model_path and all(a in subject.peft for a in adapters):
+    if settings.pytorch and subject.model_path and all(a in subject.peft for a in adapters):
         console.detail("loading the PyTorch model and PEFT adapters for perplexity and parity")
         scorer = PyTorchScorer(subject.model_path, {a: subject.peft[a] for a in adapters}, subject.trust_remote_code)
     tokenizer = scorer.tokenizer if scorer else AutoTokenizer.from_pretrained(folder)
+    samples = _sample_prompts(subject, adapters, settings)
+    progress = console.progress(label, _work_items(subject, adapters, settings, bool(scorer), len(samples)), "items")
 
     def onnx(example, adapter):
         return onnx_logits(runtime, example, adapter)
 
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
-    result["normalize"] = list(settings["normalize"])  # how exact_match and contains compared
+    result["normalize"] = list(settings.normalize)  # how exact_match and contains compared
     base_metrics: dict[str, dict[str, float]] = {}
     base_total, base_torch_total = NLL(), NLL()
     parity_rows: list[dict[str, Any]] = []
     for adapter in adapters:
-        training = recipe.adapters[adapter]["training"]
+        training = spec.adapters[adapter].training
         dataset = subject.dataset_of[adapter]
         rows = subject.rows[adapter]
-        metrics = settings["metrics"].get(dataset, [])
+        metrics = settings.metrics.get(dataset, ())
         entry: dict[str, Any] = {"dataset": dataset, "rows": len(rows), "metrics": {}}
         if metrics:
             if dataset not in base_metrics:
-                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings)
-            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings)
+                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings, progress)
+            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings, progress)
             result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
-        encoded = examples(tokenizer, rows, training["max_seq_len"], training["loss_on"])
-        tuned_onnx, base_onnx = _onnx_nll(runtime, encoded, adapter), _onnx_nll(runtime, encoded, None)
-        tuned_torch = _torch_nll(scorer, encoded, adapter) if scorer else None
-        base_torch = _torch_nll(scorer, encoded, None) if scorer else None
+        encoded = examples(tokenizer, rows, training.max_seq_len, training.loss_on)
+        tuned_onnx = _onnx_nll(runtime, encoded, adapter, progress)
+        base_onnx = _onnx_nll(runtime, encoded, None, progress)
+        tuned_torch = _torch_nll(scorer, encoded, adapter, progress) if scorer else None
+        base_torch = _torch_nll(scorer, encoded, None, progress) if scorer else None
         entry["perplexity"] = _perplexity(tuned_onnx, tuned_torch)
         result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base_onnx, base_torch)
         base_total = base_total.add(base_onnx)
@@ -152,17 +169,31 @@ def evaluate_package(
     result["base"]["perplexity"] = _perplexity(base_total, base_torch_total if scorer else None)
     if scorer:
         parity_rows += _parity_rows(scorer, onnx, examples(tokenizer, _first_rows(subject, adapters), 512, "all"), None)
-    result["parity"] = _parity(result, subject.precision, parity_rows, settings["parity"])
+    result["parity"] = _parity(result, subject.precision, parity_rows, settings.parity)
 
-    prompt = [{"role": "user", "content": settings["smoke_prompt"]}]
+    prompt = [{"role": "user", "content": settings.smoke_prompt}]
     for adapter in [None, *adapters]:
-        speed = decode_speed(runtime, prompt, adapter, settings["decode_tokens"], repeats=3)
+        speed = decode_speed(runtime, prompt, adapter, settings.decode_tokens, repeats=SPEED_REPEATS)
+        progress.update(SPEED_REPEATS)
         target = result["base"] if adapter is None else result["adapters"][adapter]
         target["decode_tokens_per_s"] = speed["tokens_per_s"]
         target["time_to_first_token_s"] = speed["time_to_first_token_s"]
-    result["samples"] = _samples(runtime, subject, adapters, settings)
+    result["samples"] = _samples(runtime, samples, adapters, settings, progress)
     result["sizes_mb"] = _sizes(folder)
+    progress.close()
     return result
+
+
+def _work_items(subject: EvalSubject, adapters: list[str], settings: Evaluation, pytorch: bool, samples: int) -> int:
+    """How many generations and scored rows the evaluation takes: the unit its progress counts."""
+    items, scored = 0, set()
+    for adapter in adapters:
+        rows = len(subject.rows[adapter])
+        if settings.metrics.get(subject.dataset_of[adapter]):
+            items += rows * (1 if subject.dataset_of[adapter] in scored else 2)
+            scored.add(subject.dataset_of[adapter])
+        items += rows * (4 if pytorch else 2)  # perplexity: adapter and base, package (and PyTorch)
+    return items + SPEED_REPEATS * (1 + len(adapters)) + samples * (1 + len(adapters))
 
 
 def _first_rows(subject: EvalSubject, adapters: list[str]) -> list[dict[str, Any]]:
@@ -177,16 +208,14 @@ def _parity_rows(scorer: PyTorchScorer, onnx, encoded, adapter: str | None) -> l
     return found
 
 
-def _parity(
-    result: dict[str, Any], precision: str, rows: list[dict[str, Any]], settings: dict[str, Any]
-) -> dict[str, Any]:
+def _parity(result: dict[str, Any], precision: str, rows: list[dict[str, Any]], settings: Parity) -> dict[str, Any]:
     """fp32: the logits must match PyTorch's within a tolerance. Other precisions: each perplexity
     must stay within a relative bound of PyTorch's."""
     if not rows:
         return {"checked": False, "reason": "no PyTorch side (evaluation.pytorch is off, or PEFT adapters are missing)"}
     if precision == "fp32":
         worst = max(r["max_abs_logit_diff"] for r in rows)
-        tolerance = settings["fp32_logit_tolerance"]
+        tolerance = settings.fp32_logit_tolerance
         return {
             "checked": True,
             "kind": "logits",
@@ -197,7 +226,7 @@ def _parity(
     ratios = {"base": result["base"]["perplexity"]}
     ratios.update({name: entry["perplexity"] for name, entry in result["adapters"].items()})
     relative = {name: abs(p["onnx"] / p["pytorch"] - 1) for name, p in ratios.items() if p["pytorch"] and p["onnx"]}
-    bound = settings["perplexity_bound"]
+    bound = settings.perplexity_bound
     return {
         "checked": True,
         "kind": "perplexity",
@@ -208,10 +237,9 @@ def _parity(
     }
 
 
-def _samples(
-    runtime: PackageRuntime, subject: EvalSubject, adapters: list[str], settings: dict[str, Any]
-) -> list[dict[str, str]]:
-    prompts = [[{"role": "user", "content": p}] for p in settings["prompts"]]
+def _sample_prompts(subject: EvalSubject, adapters: list[str], settings: Evaluation) -> list[list[dict[str, str]]]:
+    """The report's sample prompts: the recipe's, else the first held-out prompts of each chat dataset."""
+    prompts = [[{"role": "user", "content": p}] for p in settings.prompts]
     if not prompts:
         seen = set()
         for adapter in adapters:
@@ -220,14 +248,22 @@ def _samples(
             if dataset not in seen:  # text datasets have no prompts to sample
                 seen.add(dataset)
                 prompts += [split_chat(row)[0] for row in chat_rows]
+    return prompts
+
+
+def _samples(
+    runtime: PackageRuntime,
+    prompts: list[list[dict[str, str]]],
+    adapters: list[str],
+    settings: Evaluation,
+    progress: Progress,
+) -> list[dict[str, str]]:
     samples = []
     for messages in prompts:
-        sample = {
-            "prompt": messages[-1]["content"],
-            "base": runtime.generate(messages, None, settings["max_new_tokens"]).strip(),
-        }
-        for adapter in adapters:
-            sample[adapter] = runtime.generate(messages, adapter, settings["max_new_tokens"]).strip()
+        sample = {"prompt": messages[-1]["content"]}
+        for adapter in [None, *adapters]:
+            sample[adapter or "base"] = runtime.generate(messages, adapter, settings.max_new_tokens).strip()
+            progress.update()
         samples.append(sample)
     return samples
 

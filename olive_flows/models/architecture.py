@@ -3,7 +3,7 @@ adapter really trains (metadata/architectures.json)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from olive_flows import metadata
 from olive_flows.models.resolve import model_facts, model_ref, model_ref_problems
@@ -18,11 +18,11 @@ def architecture_of(recipe: Recipe) -> dict | None:
     return metadata.architecture(facts["model_type"]) if facts else None
 
 
-def trained_modules(adapter: dict[str, Any], arch: dict | None) -> list[str] | None:
-    """The modules an adapter trains: every linear layer for a method whose Olive pass ignores
-    target_modules, else its own list, else its architecture's default (None if unknown)."""
-    if arch and metadata.method(adapter["method"])["trains_every_linear"]:
+def trained_modules(method: str, target_modules: Sequence[str] | None, arch: dict | None) -> list[str] | None:
+    """The modules an adapter of ``method`` trains: every linear layer for a method whose Olive pass
+    ignores target_modules, else its own list, else its architecture's default (None if unknown)."""
+    if arch and metadata.method(method)["trains_every_linear"]:
         return list(arch["lora_modules"])
-    if adapter["target_modules"]:
-        return list(adapter["target_modules"])
+    if target_modules:
+        return list(target_modules)
     return list(arch["default_target_modules"]) if arch else None

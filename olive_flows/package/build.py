@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from olive_flows import metadata
 from olive_flows.compile.workflow import Job
 from olive_flows.data.prepare import PreparedDataset
 from olive_flows.files import replace_dir, staging_dir, write_json
@@ -47,9 +47,7 @@ def build_package(
     """Build the package of ``target`` from each adapter's (job, Olive output folder); return it and
     its scores, or None for the scores when the package on disk was built from the same inputs and
     is intact (nothing is rebuilt or re-evaluated then)."""
-    spec = recipe.targets[target]
-    provider = metadata.provider_of(spec)
-    profile = metadata.target_profile(provider)
+    spec = recipe.spec.targets[target]
     final = workspace.package(target)
     fingerprint = inputs_fingerprint(recipe_hash(recipe.data), target, {n: f for n, (_, f) in outputs.items()})
     if up_to_date(final, fingerprint):
@@ -63,7 +61,7 @@ def build_package(
                 f"{len(quantized)} LoRA MatMuls were quantized (first: {quantized[0]}); "
                 "the base model would fail with no adapter active"
             )
-        if spec["adapter_weights"] == "int8":
+        if spec.adapter_weights == "int8":
             adapter_weights.quantize_package(staging)
         manifest = {
             "format": FORMAT,
@@ -72,12 +70,12 @@ def build_package(
             "base_model": {"id": ref.id, "kind": ref.kind, "revision": ref.revision, "path": ref.path},
             "target": {
                 "name": target,
-                "device": spec["device"],
-                "provider": provider,
-                "precision": spec["precision"],
-                "adapter_weights": spec["adapter_weights"],
-                "runtime_package": profile["runtime_package"],
-                **({"int4": spec["int4"]} if spec["precision"] == "int4" else {}),
+                "device": spec.device,
+                "provider": spec.execution_provider,
+                "precision": spec.precision,
+                "adapter_weights": spec.adapter_weights,
+                "runtime_package": spec.profile["runtime_package"],
+                **({"int4": asdict(spec.int4)} if spec.precision == "int4" else {}),
             },
             "adapters": {
                 name: _adapter_entry(recipe, name, job, datasets, workspace, final)
@@ -98,17 +96,17 @@ def build_package(
 def _adapter_entry(
     recipe: Recipe, name: str, job: Job, datasets: dict[str, PreparedDataset], workspace: Workspace, package: Path
 ) -> dict[str, Any]:
-    spec = recipe.adapters[name]
+    spec = recipe.spec.adapters[name]
 
     def beside(folder: Path) -> str:
         return Path(os.path.relpath(folder, package)).as_posix()
 
-    data = datasets[spec["dataset"]]
+    data = datasets[spec.dataset]
     return {
         "file": f"{ADAPTER_DIR}/{name}{ADAPTER_SUFFIX}",
-        "method": spec["method"],
-        "r": spec["r"],
-        "alpha": spec["alpha"],
+        "method": spec.method,
+        "r": spec.r,
+        "alpha": spec.alpha,
         "target_modules": job.config["passes"]["train"]["target_modules"],
         "dataset": {
             "name": data.name,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from olive_flows.problems import Location, Problem, field_path
 from olive_flows.recipe.source import SourceMap
+from olive_flows.recipe.views import Spec
 
 
 @dataclass
@@ -26,6 +28,11 @@ class Recipe:
     @property
     def name(self) -> str:
         return self.data["name"]
+
+    @cached_property
+    def spec(self) -> Spec:
+        """Typed views of the resolved recipe, for the steps after validation (built once)."""
+        return Spec.of(self.data)
 
     @property
     def datasets(self) -> dict[str, dict[str, Any]]:

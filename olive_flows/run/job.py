@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from olive_flows import metadata
@@ -26,11 +26,11 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
 
     train = job.config["passes"]["train"]
     drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
-    target = recipe.targets[job.target]
-    method = metadata.method(recipe.adapters[job.adapter]["method"])["olive_pass"]
+    target, adapter = recipe.spec.targets[job.target], recipe.spec.adapters[job.adapter]
+    method = metadata.method(adapter.method)["olive_pass"]
     console.say(
         f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, "
-        f"then {target['precision']} export for {metadata.provider_of(target)}"
+        f"then {target.precision} export for {target.execution_provider}"
     )
     (run_dir / "olive").mkdir(exist_ok=True)
     (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
@@ -41,9 +41,7 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
             "training (same data, model and settings; the checkpoint folder is named by them) stopped there"
         )
     started = time.monotonic()
-    trackers = tracker_environment(
-        recipe.adapters[job.adapter]["training"]["report_to"], run_dir, recipe.name, job.adapter
-    )
+    trackers = tracker_environment(adapter.training.report_to, run_dir, recipe.name, job.adapter)
     events = PassReporter(console, job)
     with record_training(console, f"{job.adapter} training") as recorder, environment(trackers):
         output = run_workflow(job.name, job.config, run_dir / "logs" / f"{job.target}-{job.adapter}.log", events)
@@ -113,7 +111,7 @@ def drop_unusable_checkpoints(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def tracker_environment(trackers: list[str], run_dir: Path, recipe: str, adapter: str) -> dict[str, str]:
+def tracker_environment(trackers: Sequence[str], run_dir: Path, recipe: str, adapter: str) -> dict[str, str]:
     """Environment that sends the trainer's TensorBoard and MLflow logs to the run folder."""
     found = {}
     if "tensorboard" in trackers:

@@ -37,4 +37,5 @@ def load_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if errors:
         raise UserError(errors)
     recipe.warnings = problems
+    recipe.spec  # noqa: B018 - built now: a view out of step with the schema fails here, not mid-run
     return recipe

@@ -172,9 +172,9 @@ def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
         if not shipped:
             continue
         first = shipped[0]
-        expected = trained_modules(recipe.adapters[first], arch)
+        expected = trained_modules(recipe.adapters[first]["method"], recipe.adapters[first]["target_modules"], arch)
         for other in shipped[1:]:
-            modules = trained_modules(recipe.adapters[other], arch)
+            modules = trained_modules(recipe.adapters[other]["method"], recipe.adapters[other]["target_modules"], arch)
             if sorted(modules or []) != sorted(expected or []):
                 methods = (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
                 every_linear = next((m for m in methods if metadata.method(m)["trains_every_linear"]), None)
