@@ -84,7 +84,7 @@ def test_builtin_recipes_open_with_run_devices_and_time():
         assert {"run", "devices", "time"} <= set(header(path)), f"{name} lacks a header line"
 
 
-def test_readme_field_reference_is_generated_from_the_schema():
+def test_readme_field_reference_and_target_table_are_generated():
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "schema_docs.py"), "--check"], capture_output=True, text=True
     )

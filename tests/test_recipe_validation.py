@@ -223,6 +223,13 @@ def test_known_architecture_without_a_layer_count_is_refused_at_model_id(tmp_pat
     ]
 
 
+def test_local_model_with_a_broken_config_is_refused_at_model_id(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "llama",')
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", "./broken"))
+    assert len(found) == 1 and found[0].startswith("recipe.yaml:4:7: model.id: broken/config.json is not valid JSON: ")
+
+
 def test_hub_model_with_a_cached_config_of_an_unknown_architecture(tmp_path, monkeypatch):
     import huggingface_hub
 

@@ -108,11 +108,11 @@ def show(evaluation: dict[str, Any], console: Console) -> None:
         for metric, value in entry["metrics"].items():
             before = base["metrics"][f"{name}/{metric}"]
             console.detail(f"{name:<14}{shown[metric]:<{width}}{before:>8.3f}{value:>9.3f}{entry['rows']:>6}")
-    console.detail(f"{'perplexity':<30}{'pytorch':>10}{'onnx':>10}")
+    console.detail(f"{'perplexity':<30}{'pytorch':>11}{'onnx':>11}")
     rows = [("base (pooled)", base["perplexity"]), *[(name, entry["perplexity"]) for name, entry in adapters.items()]]
     for label, ppl in rows:
         torch = f"{ppl['pytorch']:.4f}" if ppl["pytorch"] else "-"
-        console.detail(f"{label:<30}{torch:>10}{ppl['onnx']:>10.4f}")
+        console.detail(f"{label:<30}{torch:>11}{ppl['onnx']:>11.4f}")
     parity = evaluation["parity"]
     console.detail(
         f"parity: {_parity_text(parity) + (': OK' if parity['ok'] else ': BROKEN') if parity.get('checked') else parity['reason']}"

@@ -54,12 +54,17 @@ def model_ref_problems(recipe: Recipe) -> list[Problem]:
         return []
     local = recipe.resolve_path(where)
     if local.is_dir():
-        if not (local / "config.json").is_file():
+        config = local / "config.json"
+        if not config.is_file():
             return [
                 recipe.problem(
                     where, f"local model folder {display_path(local)} has no config.json (not a Hugging Face model)"
                 )
             ]
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return [recipe.problem(where, f"{display_path(config)} is not valid JSON: {exc}")]
         return []
     if model_id.startswith((".", "/", "~")) or not HUB_ID.match(model_id):
         return [

