@@ -43,12 +43,11 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
     plan = plan_recipe(recipe, Console(io.StringIO()))
     assert {job.target for job in plan.jobs} == set(recipe.targets)
     for job in plan.jobs:
-        target = recipe.targets[job.target]
-        provider = metadata.provider_of(target)
+        provider = recipe.spec.targets[job.target].execution_provider
         accelerator = job.config["systems"]["target"]["accelerators"][0]
         assert accelerator == {"device": PROFILES[provider]["olive_device"], "execution_providers": [provider]}
         chain = [p["type"] for p in job.config["passes"].values()]
-        method = metadata.method(recipe.adapters[job.adapter]["method"])
+        method = metadata.method(recipe.spec.adapters[job.adapter].method)
         method_pass = method["olive_pass"]
         assert chain[0] == method["pass"] and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
         reference = REFERENCE.get(provider)

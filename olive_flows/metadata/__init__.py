@@ -41,9 +41,9 @@ def default_provider(device: str) -> str:
     return load("targets")["device_default_provider"][device]
 
 
-def provider_of(target: dict[str, Any]) -> str:
+def provider_of(device: str, provider: str | None) -> str:
     """A recipe target's execution provider: its own, else its device's default."""
-    return target["provider"] or default_provider(target["device"])
+    return provider or default_provider(device)
 
 
 def builtin_model(name: str) -> dict[str, Any] | None:

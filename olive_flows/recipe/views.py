@@ -113,7 +113,7 @@ class Target:
     @property
     def execution_provider(self) -> str:
         """The provider the package runs on: the target's own, else its device's default."""
-        return self.provider or metadata.default_provider(self.device)
+        return metadata.provider_of(self.device, self.provider)
 
     @property
     def profile(self) -> dict[str, Any]:

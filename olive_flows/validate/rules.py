@@ -272,7 +272,7 @@ def provider_matches_device(recipe: Recipe) -> Iterator[Problem]:
 
 def _provider(target: dict) -> str | None:
     """The target's provider, or None when it names one of another device (reported on its own)."""
-    provider = metadata.provider_of(target)
+    provider = metadata.provider_of(target["device"], target["provider"])
     return provider if metadata.target_profile(provider)["device"] == target["device"] else None
 
 
