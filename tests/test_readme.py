@@ -78,6 +78,15 @@ def concrete(kind: str) -> list[str]:
     return [c for c in shown_commands() if how(c) == kind and not is_synopsis(c)]
 
 
+def make_dry(*args: str) -> subprocess.CompletedProcess:
+    """``make -n`` in the checkout: what a make command would run, one command a line. Run as a child of
+    ``make test``, so the parent make's flags are left out (they would add directory lines)."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"}}
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True, env=env
+    )
+
+
 def olive_flows(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "olive-flows"), *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=600
@@ -96,10 +105,7 @@ def test_synopses_name_real_subcommands_and_make_targets(tmp_path):
             continue
         words = command.split()
         if words[0] == "make":
-            assert (
-                subprocess.run(["make", "-n", "-C", str(REPO), words[1], "TARGET=cpu"], capture_output=True).returncode
-                == 0
-            ), command
+            assert make_dry(words[1], "TARGET=cpu").returncode == 0, command
         else:
             sub = words[1:3] if words[1] == "data" else words[1:2]
             assert olive_flows(*sub, "--help", cwd=tmp_path).returncode == 0, command
@@ -108,7 +114,7 @@ def test_synopses_name_real_subcommands_and_make_targets(tmp_path):
 def test_make_commands_run_the_olive_flows_command_they_stand_for():
     """``make -n`` shows what a make command runs; the overrides it passes are valid."""
     for command in (part.strip() for shown in concrete("make") for part in shown.split("&&")):
-        dry = subprocess.run(["make", "-n", *shlex.split(command)[1:]], cwd=REPO, capture_output=True, text=True)
+        dry = make_dry(*shlex.split(command)[1:])
         assert dry.returncode == 0, (command, dry.stderr)
         if command.split()[1] in {"finetune", "export"}:
             line = dry.stdout.strip().splitlines()[-1]
@@ -204,7 +210,7 @@ def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
     for command in [c for c in shown_commands() if how(c) in {"make", "olive-flows"} and not is_synopsis(c)]:
         words = shlex.split(command)
         if words[0] == "make" and words[1] == "export":  # what make runs, from the same folder as olive-flows
-            dry = subprocess.run(["make", "-n", *words[1:]], cwd=REPO, capture_output=True, text=True)
+            dry = make_dry(*words[1:])
             words = ["olive-flows", *shlex.split(dry.stdout.strip().splitlines()[-1])[1:]]
         if words[0] != "olive-flows" or words[1] not in {"chat", "export", "eval", "verify"}:
             continue
