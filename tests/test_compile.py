@@ -39,7 +39,7 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     assert args["max_steps"] == 100 and "num_train_epochs" not in args
     assert args["per_device_train_batch_size"] == 4 and args["learning_rate"] == 0.001
     assert args["gradient_checkpointing"] is False and args["lr_scheduler_type"] == "cosine"
-    assert build == {"type": "ModelBuilder", "precision": "fp32"}
+    assert build == {"type": "OliveFlowsModelBuilder", "precision": "fp32"}
     quantize = config["passes"]["quantize"]
     assert quantize == {
         "type": "OnnxQ41Quantization",
@@ -55,7 +55,7 @@ def test_quickstart_compiles_to_one_workflow_per_adapter(tmp_path):
     build = compile_builtin("quickstart", tmp_path, "targets.cpu.int4.algorithm=k_quant_mixed")[0].config["passes"]
     assert list(build) == ["train", "build", "extract"], "ModelBuilder quantizes k_quant_mixed itself"
     assert build["build"] == {
-        "type": "ModelBuilder",
+        "type": "OliveFlowsModelBuilder",
         "precision": "int4",
         "int4_block_size": 32,
         "int4_accuracy_level": 4,

@@ -49,7 +49,7 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
         chain = [p["type"] for p in job.config["passes"].values()]
         method = metadata.method(recipe.spec.adapters[job.adapter].method)
         method_pass = method["olive_pass"]
-        assert chain[0] == method["pass"] and chain[1] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
+        assert chain[0] == method["pass"] and OLIVE_NAME[chain[1]] == "ModelBuilder" and chain[-1] == "ExtractAdapters"
         reference = REFERENCE.get(provider)
         if reference:
             assert accelerator["device"] == reference["device"], reference["source"]
@@ -60,13 +60,22 @@ def test_every_builtin_recipe_compiles_for_each_target(name, tmp_path):
 
 # Olive's training passes (in Olive's examples) and olive-flows' subclasses of them (compiled)
 TRAINING = {method[key] for method in metadata.methods().values() for key in ("olive_pass", "pass")}
+# olive-flows' subclasses of Olive passes, by the Olive pass each extends
+OLIVE_NAME = {
+    **{name: entry["extends"] for name, entry in metadata.load("plugins")["subclassed_passes"].items()},
+    **{method["pass"]: method["olive_pass"] for method in metadata.methods().values()},
+}
 
 
 def _steps(chain: list[str], other: list[str]) -> list[str]:
-    """``chain`` with training passes named "train", keeping only the steps ``other`` has too."""
-    named = ["train" if t in TRAINING else t for t in chain]
-    present = {"train" if t in TRAINING else t for t in other}
-    return [t for t in named if t in present]
+    """``chain`` in Olive's pass names with training passes named "train", keeping only the steps
+    ``other`` has too."""
+
+    def olive(step: str) -> str:
+        return "train" if step in TRAINING else OLIVE_NAME.get(step, step)
+
+    present = {olive(t) for t in other}
+    return [olive(t) for t in chain if olive(t) in present]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from olive_flows.data.prepare import PreparedDataset
 from olive_flows.layout import Workspace
 from olive_flows.models.architecture import trained_modules
 from olive_flows.models.resolve import ModelRef
-from olive_flows.plugins import TOKENIZE_COMPONENT, component_file
+from olive_flows.plugins import TOKENIZE_COMPONENT, build_pass, component_file
 from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.views import Adapter, Clean, Spec, Target, Training
 
@@ -169,7 +169,7 @@ def _export_passes(target: Target, modules: list[str], num_layers: int) -> dict[
         chain = targets["precision_passes"].get(target.precision)
     precision = chain["build_precision"] if chain else target.precision
     lora_nodes = lora_node_names(modules, num_layers)
-    build: dict[str, Any] = {"type": "ModelBuilder", "precision": precision}
+    build: dict[str, Any] = {"type": build_pass(), "precision": precision}
     if precision == "int4":
         build.update(
             int4_block_size=options.block_size,

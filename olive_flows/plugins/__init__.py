@@ -19,6 +19,11 @@ PACKAGE_CONFIG_FILE = "olive_package_config.json"
 TOKENIZE_COMPONENT = "olive_flows_tokenize"
 
 
+def build_pass() -> str:
+    """The pass compiled workflows build the ONNX model with (olive-flows' ModelBuilder)."""
+    return metadata.load("plugins")["build_pass"]
+
+
 def component_file(name: str) -> Path:
     """The file Olive loads (as a data config's user_script) to register data component ``name``."""
     return Path(__file__).with_name(metadata.load("plugins")["data_components"][name])
@@ -27,10 +32,15 @@ def component_file(name: str) -> Path:
 def package_config() -> dict[str, Any]:
     """Olive's own package config plus olive-flows' passes; ``olive run --package-config`` takes it too.
     Read from Olive's folder without importing Olive, which would add seconds to every compile.
-    Each training pass (metadata/methods.json) is registered like the Olive pass it extends."""
+    Each subclass of an Olive pass (the training passes of metadata/methods.json among them) is
+    registered like the Olive pass it extends."""
     plugins = metadata.load("plugins")
     olive_dir = Path(next(iter(importlib.util.find_spec("olive").submodule_search_locations)))
     config = json.loads((olive_dir / "olive_config.json").read_text(encoding="utf-8"))
+    subclassed = {
+        name: {**config["passes"][entry["extends"]], "module_path": entry["module_path"]}
+        for name, entry in plugins["subclassed_passes"].items()
+    }
     training = {
         method["pass"]: {
             **config["passes"][method["olive_pass"]],
@@ -38,5 +48,5 @@ def package_config() -> dict[str, Any]:
         }
         for method in metadata.methods().values()
     }
-    config["passes"] = {**config["passes"], **plugins["passes"], **training}
+    config["passes"] = {**config["passes"], **plugins["passes"], **subclassed, **training}
     return config
