@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, on a Linux machine with an NVIDIA GPU:
 #   bash scripts/gpu_check.sh
-# Sets up .venv, swaps onnxruntime-genai for its CUDA build (same version, so Olive's ModelBuilder
-# pin holds), adds bitsandbytes for QLoRA, then runs the tests marked gpu: CUDA fp16, bf16 and int4
+# Sets up .venv, swaps onnxruntime and onnxruntime-genai for their CUDA builds (the [cuda-runtime]
+# extra, pinned in constraints.txt), adds bitsandbytes for QLoRA, then runs the tests marked gpu: CUDA fp16, bf16 and int4
 # packages run through onnxruntime's CUDA provider and compared with the CPU packages, QLoRA trained
 # and exported, and the catalog's phi-lora and phi-qlora run as written with a tiny random Phi-3 in
 # place of the real one. Restore the CPU build with `make setup`.
@@ -20,13 +20,11 @@ if [[ -n "${PYTHON:-}" ]]; then
 else
     make setup
     python=.venv/bin/python
-    genai_version=$($python -c "import importlib.metadata as m; print(m.version('onnxruntime-genai'))")
+    # The CPU builds share files with the CUDA ones: remove them first. The [cuda] extra (bitsandbytes)
+    # and the [cuda-runtime] pair are read from pyproject.toml, so the CPU build is not re-resolved.
     .venv/bin/pip uninstall -y onnxruntime-genai onnxruntime
-    bnb=$(sed -n 's/^cuda = \["\(.*\)"\]$/\1/p' pyproject.toml)  # the [cuda] extra, without re-resolving the CPU build
-    # onnxruntime-genai-cuda 0.14 links CUDA 12 (cuBLAS 12, cudart 12, cuFFT 11) while the
-    # onnxruntime-gpu it pulls in is built for CUDA 13: both sets of libraries come from PyPI.
-    .venv/bin/pip install "onnxruntime-genai-cuda==${genai_version}" "$bnb" \
-        nvidia-cublas-cu12 nvidia-cuda-runtime-cu12 nvidia-cufft-cu12 nvidia-curand-cu12
+    mapfile -t extras < <($python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(extras['cuda'] + extras['cuda-runtime']))")
+    .venv/bin/pip install -c constraints.txt "${extras[@]}"
 fi
 # onnxruntime and onnxruntime-genai load cuBLAS, cudart and cuDNN by name: let them find the copies
 # that the nvidia-* wheels (torch's and the ones above) installed.

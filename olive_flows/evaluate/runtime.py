@@ -25,7 +25,7 @@ def provider_load_failure(genai_provider: str, error: RuntimeError) -> str | Non
     error is the package's own.
 
     onnxruntime-genai reports a provider available when its plugin file is installed; the CUDA
-    libraries that plugin links (onnxruntime-genai-cuda 0.14 links CUDA 12) are only looked for
+    libraries that plugin links (CUDA 13 for onnxruntime-genai-cuda 0.18, CUDA 12 for 0.14) are only looked for
     when a model loads, and a miss reads "... interface not available: Failed to load library"."""
     if "interface not available" in str(error):
         return f"the {genai_provider} provider failed to load here: {error}"
