@@ -22,6 +22,7 @@ is called as Olive calls it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from olive.passes.onnx.model_builder import ModelBuilder
@@ -56,10 +57,8 @@ class OliveFlowsModelBuilder(ModelBuilder):
         """Olive's patch of the builder (pre-quantized checkpoints, and an embedding kept float) where
         its module exists; from onnxruntime-genai 0.16 that module moved, and ``shared_embeddings=false``
         keeps the embedding float instead (olive-flows hands the builder float checkpoints only)."""
-        try:
+        with contextlib.suppress(ModuleNotFoundError):
             ModelBuilder.maybe_patch_quant()
-        except ModuleNotFoundError:
-            pass
 
     def _run_for_config(self, model: Any, config: Any, output_model_path: str) -> Any:
         from onnxruntime_genai import __version__ as genai_version
