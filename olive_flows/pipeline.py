@@ -79,17 +79,15 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
     for job in plan.jobs:
         output = run_job(job, recipe, run_dir, console, timings)
         outputs.setdefault(job.target, {})[job.adapter] = (job, output)
-        adapter_dir = peft.trained_adapter(output)
+        adapter_dir = job.imported.folder if job.imported else peft.trained_adapter(output)
         if adapter_dir is None:
             raise PackageError(f"{job.name}: Olive's output names no trained adapter (see {output / 'footprint.json'})")
         trained[job.adapter] = adapter_dir
     write_json(run_dir / "timings.json", timings)
     for adapter, job in {job.adapter: job for job in plan.jobs}.items():
-        write_audit(
-            workspace.audit(adapter),
-            plan.datasets[recipe.spec.adapters[adapter].dataset],
-            tokenization_stats(job.stats_path),
-        )
+        dataset = recipe.spec.adapters[adapter].dataset or recipe.spec.evaluation.datasets.get(adapter)
+        if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
+            write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
     console.say(
         f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"

@@ -17,6 +17,7 @@ from olive_flows.cli.main import main
 from olive_flows.console import Console
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.files import sha256_file
+from olive_flows.layout import adapter_files
 from olive_flows.pipeline import run_recipe
 from olive_flows.validate.load import load_recipe
 
@@ -32,8 +33,8 @@ def first_logits(package, adapter: str | None) -> np.ndarray:
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)
-    for name in ("contacts", "dates"):
-        adapters.load(str(package / "adapters" / f"{name}.onnx_adapter"), name)
+    for name, path in adapter_files(package).items():
+        adapters.load(str(path), name)
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=64)
     generator = og.Generator(model, params)

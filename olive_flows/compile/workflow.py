@@ -19,6 +19,7 @@ from olive_flows import metadata
 from olive_flows.data.prepare import PreparedDataset
 from olive_flows.layout import Workspace
 from olive_flows.models.architecture import trained_modules
+from olive_flows.models.imported import ImportedAdapter
 from olive_flows.models.resolve import ModelRef
 from olive_flows.plugins import TOKENIZE_COMPONENT, build_pass, component_file
 from olive_flows.recipe.model import Recipe
@@ -37,15 +38,18 @@ class Job:
     target: str
     adapter: str
     config: dict[str, Any]
+    imported: ImportedAdapter | None = None  # an adapter trained elsewhere: exported, not trained
 
     @property
     def name(self) -> str:
         return f"{self.target}/{self.adapter}"
 
     @property
-    def stats_path(self) -> str:
-        """Where the training data's tokenization reports what it did (see plugins/tokenize_component.py)."""
-        return self.config["data_configs"][0]["pre_process_data_config"]["params"]["stats_path"]
+    def stats_path(self) -> str | None:
+        """Where the training data's tokenization reports what it did (see plugins/tokenize_component.py);
+        None for an adapter trained elsewhere."""
+        configs = self.config["data_configs"]
+        return configs[0]["pre_process_data_config"]["params"]["stats_path"] if configs else None
 
     def to_json(self) -> str:
         """The config as JSON, as `olive-flows compile` writes it. Keys keep their order: Olive runs
@@ -199,9 +203,16 @@ def _system(device: str, provider: str) -> dict[str, Any]:
 
 
 def compile_recipe(
-    recipe: Recipe, model: ModelRef, facts: dict[str, Any], datasets: dict[str, PreparedDataset], workspace: Workspace
+    recipe: Recipe,
+    model: ModelRef,
+    facts: dict[str, Any],
+    datasets: dict[str, PreparedDataset],
+    workspace: Workspace,
+    imported: dict[str, ImportedAdapter] | None = None,
 ) -> list[Job]:
-    """Every Olive workflow the recipe needs, in target order then adapter order."""
+    """Every Olive workflow the recipe needs, in target order then adapter order. An adapter trained
+    elsewhere (``imported``, by name) is exported from its PEFT folder: the same passes without training."""
+    imported = imported or {}
     jobs = []
     arch = metadata.architecture(facts["model_type"])
     input_model: dict[str, Any] = {"type": "HfModel", "model_path": model.path}
@@ -213,12 +224,17 @@ def compile_recipe(
     for target in spec.targets.values():
         for name in recipe.target_adapters(target.name):
             adapter = spec.adapters[name]
-            train, data_configs = _train_pass(
-                spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints"
-            )
+            if name in imported:
+                train, data_configs, modules = None, [], imported[name].modules
+                job_input = {**input_model, "adapter_path": str(imported[name].folder)}
+            else:
+                train, data_configs = _train_pass(
+                    spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints"
+                )
+                modules, job_input = train["target_modules"], input_model
             config = {
                 "workflow_id": recipe.name,
-                "input_model": input_model,
+                "input_model": job_input,
                 "systems": {
                     "host": _system("cpu", "CPUExecutionProvider"),
                     "target": _system(target.profile["olive_device"], target.execution_provider),
@@ -227,8 +243,8 @@ def compile_recipe(
                 "target": "target",
                 "data_configs": data_configs,
                 "passes": {
-                    TRAIN: train,
-                    **_export_passes(target, train["target_modules"], facts["num_hidden_layers"]),
+                    **({TRAIN: train} if train else {}),
+                    **_export_passes(target, modules, facts["num_hidden_layers"]),
                     EXTRACT: _extract_pass(target),
                 },
                 "evaluate_input_model": False,
@@ -236,5 +252,5 @@ def compile_recipe(
                 "output_dir": str(workspace.job(target.name, name)),
                 "log_severity_level": 1,
             }
-            jobs.append(Job(target.name, name, config))
+            jobs.append(Job(target.name, name, config, imported.get(name)))
     return jobs

@@ -17,10 +17,11 @@ from olive_flows.data.prepare import SPLITS, PreparedDataset
 from olive_flows.files import replace_dir, sha256_file, staging_dir, write_json
 
 
-def tokenization_stats(stats_path: str | Path) -> dict[str, Any]:
-    """What the tokenization of a training run reported (empty when it has not run)."""
-    path = Path(stats_path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+def tokenization_stats(stats_path: str | Path | None) -> dict[str, Any]:
+    """What the tokenization of a training run reported (empty when it has not run, or when nothing
+    was trained: an adapter trained elsewhere)."""
+    path = Path(stats_path) if stats_path else None
+    return json.loads(path.read_text()) if path and path.is_file() else {}
 
 
 def write_audit(folder: Path, data: PreparedDataset, stats: dict[str, Any]) -> dict[str, str]:

@@ -52,7 +52,8 @@ class EvalSubject:
     def of(cls, recipe: Recipe, manifest: dict[str, Any], workspace: Workspace) -> EvalSubject:
         """The subject of a package's manifest, from what a run leaves beside its packages: the
         audited rows of each adapter (``_data/``) and the PEFT adapters (``_peft/``)."""
-        adapters = list(manifest["adapters"])
+        # adapters trained elsewhere without evaluation.datasets have no rows to be scored on
+        adapters = [a for a, entry in manifest["adapters"].items() if entry["dataset"]]
         rows = {}
         for adapter in adapters:
             audit = workspace.audit(adapter)

@@ -17,7 +17,7 @@ from pathlib import Path
 SKIPPED = ["*.onnx", "*.onnx_data", "*.onnx.data", "*.gguf", "*.msgpack", "*.h5", "*.ot", "original/*", "onnx/*"]
 WAYS_OUT = (
     "run once with network access (it is then cached under {cache}), copy a Hugging Face cache that "
-    "holds it there (or point HF_HUB_CACHE at one), or set model.id to a local model folder"
+    "holds it there (or point HF_HUB_CACHE at one), or {local}"
 )
 
 
@@ -32,11 +32,15 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
 
 
-def unavailable(model_id: str, why: str) -> ModelUnavailable:
+# What is fetched: the base model, or an adapter trained elsewhere; and where a local copy is named instead.
+MODEL = ("model", "set model.id to a local model folder")
+
+
+def unavailable(model_id: str, why: str, what: tuple[str, str] = MODEL) -> ModelUnavailable:
     from huggingface_hub import constants
 
     return ModelUnavailable(
-        f"model {model_id} cannot be downloaded: {why}; {WAYS_OUT.format(cache=constants.HF_HUB_CACHE)}"
+        f"{what[0]} {model_id} cannot be downloaded: {why}; {WAYS_OUT.format(cache=constants.HF_HUB_CACHE, local=what[1])}"
     )
 
 
@@ -52,7 +56,9 @@ def cached_snapshot(model_id: str, revision: str | None) -> Path | None:
         return None
 
 
-def snapshot(model_id: str, revision: str | None, only: list[str] | None = None) -> tuple[Path, str]:
+def snapshot(
+    model_id: str, revision: str | None, only: list[str] | None = None, what: tuple[str, str] = MODEL
+) -> tuple[Path, str]:
     """The snapshot folder of a hub model and its commit: from the cache when offline, else downloaded
     (only what changed since the cached snapshot; ``only`` these files when given). Raises
     ModelUnavailable with the reason."""
@@ -69,7 +75,9 @@ def snapshot(model_id: str, revision: str | None, only: list[str] | None = None)
         folder = cached_snapshot(model_id, revision)
         if folder is None:
             at = f" at revision {revision}" if revision else ""
-            raise unavailable(model_id, f"it is not in the Hugging Face cache{at} and the hub is off (offline mode)")
+            raise unavailable(
+                model_id, f"it is not in the Hugging Face cache{at} and the hub is off (offline mode)", what
+            )
         return folder, folder.name
     try:
         folder = Path(
@@ -79,13 +87,17 @@ def snapshot(model_id: str, revision: str | None, only: list[str] | None = None)
         )
     except GatedRepoError:
         raise unavailable(
-            model_id, "it is gated: accept its license on its hub page, then set HF_TOKEN to a token of that account"
+            model_id,
+            "it is gated: accept its license on its hub page, then set HF_TOKEN to a token of that account",
+            what,
         ) from None
     except RevisionNotFoundError:
-        raise unavailable(model_id, f"it has no revision '{revision}'") from None
+        raise unavailable(model_id, f"it has no revision '{revision}'", what) from None
     except RepositoryNotFoundError:
-        raise unavailable(model_id, "no such model on the hub (or it is private: set HF_TOKEN)") from None
+        raise unavailable(model_id, f"no such {what[0]} on the hub (or it is private: set HF_TOKEN)", what) from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         reason = str(exc).splitlines()[0].removeprefix("Got: ")
-        raise unavailable(model_id, f"the hub cannot be reached and the cache does not have it ({reason})") from None
+        raise unavailable(
+            model_id, f"the hub cannot be reached and the cache does not have it ({reason})", what
+        ) from None
     return folder, folder.name

@@ -88,13 +88,9 @@ def model_ref(recipe: Recipe) -> ModelRef:
     return ModelRef(model_id, "hub", model_id, model["revision"], model["trust_remote_code"])
 
 
-def model_facts(ref: ModelRef) -> dict[str, Any] | None:
-    """``model_type`` and ``num_hidden_layers`` of the model, read without any network access.
-
-    Sources, in order: the model's config.json on disk (a local folder, a materialized built-in,
-    or the Hugging Face cache), then olive-flows' own metadata about built-in and catalog models.
-    None when nothing is known.
-    """
+def model_config(ref: ModelRef) -> dict[str, Any] | None:
+    """The model's config.json, read without any network access: from a local folder, a materialized
+    built-in, a fetched snapshot or the Hugging Face cache. None when it is not on disk."""
     config_path: Path | None = None
     if ref.kind in {"local", "builtin"} or Path(ref.path).is_absolute():  # a hub model's snapshot folder
         config_path = Path(ref.path) / "config.json"
@@ -104,7 +100,18 @@ def model_facts(ref: ModelRef) -> dict[str, Any] | None:
         cached = try_to_load_from_cache(ref.path, "config.json", revision=ref.revision)
         config_path = Path(cached) if isinstance(cached, str) else None
     if config_path is not None and config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    return None
+
+
+def model_facts(ref: ModelRef) -> dict[str, Any] | None:
+    """``model_type`` and ``num_hidden_layers`` of the model, read without any network access.
+
+    Sources, in order: the model's config.json on disk (model_config), then olive-flows' own
+    metadata about built-in and catalog models. None when nothing is known.
+    """
+    config = model_config(ref)
+    if config is not None:
         return {"model_type": config.get("model_type"), "num_hidden_layers": config.get("num_hidden_layers")}
     facts = (
         metadata.builtin_model(ref.builtin_name)

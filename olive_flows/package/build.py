@@ -101,19 +101,31 @@ def _adapter_entry(
     def beside(folder: Path) -> str:
         return Path(os.path.relpath(folder, package)).as_posix()
 
-    data = datasets[spec.dataset]
+    if job.imported:  # trained elsewhere: what its own adapter_config.json says
+        entry = {
+            "method": "lora",
+            "r": job.imported.r,
+            "alpha": job.imported.alpha,
+            "target_modules": job.imported.modules,
+            "from": spec.from_,
+            "trained_on": job.imported.base_model,
+        }
+    else:
+        train = job.config["passes"]["train"]
+        entry = {"method": spec.method, "r": spec.r, "alpha": spec.alpha, "target_modules": train["target_modules"]}
+    dataset = spec.dataset or recipe.spec.evaluation.datasets.get(name)
+    data = datasets[dataset] if dataset else None
     return {
         "file": f"{ADAPTER_DIR}/{name}{ADAPTER_SUFFIX}",
-        "method": spec.method,
-        "r": spec.r,
-        "alpha": spec.alpha,
-        "target_modules": job.config["passes"]["train"]["target_modules"],
+        **entry,
         "dataset": {
             "name": data.name,
             "sha256": data.sha256,
             "rows": data.rows,
             "audit": beside(workspace.audit(name)),
-        },
+        }
+        if data
+        else None,
         "peft": beside(workspace.peft(name)),
     }
 

@@ -15,11 +15,13 @@ from typing import Any
 
 from olive_flows import metadata
 
+KEYWORDS = {"from": "from_"}  # recipe fields that are Python keywords, and their view attribute
+
 
 def _build(cls: type, data: dict[str, Any], **nested: Any) -> Any:
     """``cls`` from ``data``, with ``nested`` (already built views) replacing their dicts and lists
     turned into tuples. Raises TypeError for a key the view does not have."""
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+    values = {KEYWORDS.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**{**values, **nested})
 
 
@@ -84,12 +86,13 @@ class Training:
 class Adapter:
     name: str
     method: str
-    dataset: str
     r: int
     alpha: float
     dropout: float
     target_modules: tuple[str, ...] | None
     training: Training
+    dataset: str | None = None  # None for an adapter trained elsewhere
+    from_: str | None = None  # the recipe's ``from``: a PEFT folder or hub id of an adapter trained elsewhere
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class Evaluation:
     pytorch: bool
     parity: Parity
     metrics: dict[str, tuple[str, ...]]
+    datasets: dict[str, str]
     normalize: tuple[str, ...]
 
 
@@ -193,4 +197,5 @@ VIEWS = {
 
 def field_names(view: type) -> set[str]:
     """The recipe fields a view holds (without ``name``, which is the key it is stored under)."""
-    return {f.name for f in fields(view)} - {"name"}
+    recipe_name = {attribute: key for key, attribute in KEYWORDS.items()}
+    return {recipe_name.get(f.name, f.name) for f in fields(view)} - {"name"}

@@ -24,17 +24,19 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
     from olive_flows.run.olive import run_workflow
     from olive_flows.run.training_log import record_training
 
-    train = job.config["passes"]["train"]
-    drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
+    train = job.config["passes"].get(TRAIN)
     target, adapter = recipe.spec.targets[job.target], recipe.spec.adapters[job.adapter]
-    method = metadata.method(adapter.method)["olive_pass"]
-    console.say(
-        f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, "
-        f"then {target.precision} export for {target.execution_provider}"
-    )
+    export = f"{target.precision} export for {target.execution_provider}"
+    if job.imported:
+        modules = ",".join(job.imported.modules)
+        console.say(f"{job.name}: LoRA r={job.imported.r} on {modules}, trained elsewhere ({adapter.from_}); {export}")
+    else:
+        drop_unusable_checkpoints(Path(train["training_args"]["output_dir"]))
+        method = metadata.method(adapter.method)["olive_pass"]
+        console.say(f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, then {export}")
     (run_dir / "olive").mkdir(exist_ok=True)
     (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
-    resume = resume_point(Path(train["training_args"]["output_dir"]))
+    resume = resume_point(Path(train["training_args"]["output_dir"])) if train else None
     if resume:
         console.detail(
             f"resuming training at step {resume[1]} of {resume[2]} from {resume[0]}: an earlier run of this same "

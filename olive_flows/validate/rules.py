@@ -16,8 +16,9 @@ from pathlib import Path
 from olive_flows import metadata
 from olive_flows.data.prepare import declared_format, normalize_rows
 from olive_flows.data.sources import SQLITE_SUFFIXES, BadRecord, iter_local
-from olive_flows.models.architecture import architecture_of, trained_modules
-from olive_flows.models.resolve import BUILTIN_PREFIX, model_facts, model_ref, model_ref_problems
+from olive_flows.models.architecture import adapter_modules, architecture_of
+from olive_flows.models.imported import NotAnAdapter, imported_folder, is_hub_id, read_imported, shape_problems
+from olive_flows.models.resolve import BUILTIN_PREFIX, model_config, model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.problems import Problem, UserError, did_you_mean
 from olive_flows.recipe.model import Recipe
@@ -148,10 +149,76 @@ def template_replaces_format(recipe: Recipe) -> Iterator[Problem]:
 def adapter_datasets_exist(recipe: Recipe) -> Iterator[Problem]:
     """Every adapter's dataset is a key of datasets."""
     for name, adapter in recipe.adapters.items():
-        if adapter["dataset"] not in recipe.datasets:
+        if adapter.get("dataset") is not None and adapter["dataset"] not in recipe.datasets:
             yield recipe.problem(
                 ("adapters", name, "dataset"), *_unknown("dataset", adapter["dataset"], recipe.datasets)
             )
+
+
+# What an adapter trained elsewhere brings with it (its adapter_config.json), so a recipe cannot set it.
+IMPORTED_EXCLUDES = ("dataset", "training", "method", "r", "alpha", "dropout", "target_modules")
+
+
+@rule
+def adapter_has_one_source(recipe: Recipe) -> Iterator[Problem]:
+    """An adapter is trained here on a dataset, or was trained elsewhere (from): one of the two."""
+    for name, raw in recipe.raw.get("adapters", {}).items():
+        if not isinstance(raw, dict):
+            continue
+        if "from" not in raw:
+            if "dataset" not in raw:
+                yield recipe.problem(
+                    ("adapters", name), "set dataset (the rows to train it on), or from (an adapter trained elsewhere)"
+                )
+            continue
+        for key in IMPORTED_EXCLUDES:
+            if key in raw:
+                yield recipe.problem(
+                    ("adapters", name, key),
+                    f"{key} does not apply to an adapter trained elsewhere (from): it is not trained here, and its "
+                    "rank, alpha and modules come from its adapter_config.json",
+                    "score it on held-out rows with evaluation.datasets" if key == "dataset" else None,
+                    key=True,
+                )
+
+
+@rule
+def imported_adapter_fits(recipe: Recipe) -> Iterator[Problem]:
+    """An adapter trained elsewhere is a PEFT LoRA adapter whose matrices fit the recipe's base model."""
+    ref = None if model_ref_problems(recipe) else model_ref(recipe)
+    config, arch = (model_config(ref), architecture_of(recipe)) if ref else (None, None)
+    for name, adapter in recipe.adapters.items():
+        source = adapter.get("from")
+        if not source:
+            continue
+        where = ("adapters", name, "from")
+        folder = imported_folder(recipe, name)
+        if folder is None:
+            if not is_hub_id(source):
+                local = recipe.resolve_path(where)
+                yield recipe.problem(
+                    where, f"adapter folder {display_path(local)} does not exist (and it is not a Hugging Face id)"
+                )
+            continue  # a hub id not fetched yet: checked when the run fetches it
+        try:
+            imported = read_imported(folder)
+        except NotAnAdapter as exc:
+            yield recipe.problem(where, str(exc))
+            continue
+        if config and arch:
+            yield from (
+                recipe.problem(where, text) for text in fit_problems(imported, config, arch, recipe.data["model"]["id"])
+            )
+
+
+def fit_problems(imported, config: dict, arch: dict, model_id: str) -> list[str]:
+    """One message when an imported adapter's matrices do not fit the model (its first three misfits)."""
+    found = shape_problems(imported, config, arch)
+    if not found:
+        return []
+    trained_on = f" (it was trained on {imported.base_model})" if imported.base_model not in {None, model_id} else ""
+    more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
+    return [f"the adapter does not fit {model_id}{trained_on}: {'; '.join(found[:3])}{more}"]
 
 
 @rule
@@ -172,15 +239,15 @@ def target_adapters_share_modules(recipe: Recipe) -> Iterator[Problem]:
         if not shipped:
             continue
         first = shipped[0]
-        expected = trained_modules(recipe.adapters[first]["method"], recipe.adapters[first]["target_modules"], arch)
+        expected = adapter_modules(recipe, first, arch)
         for other in shipped[1:]:
-            modules = trained_modules(recipe.adapters[other]["method"], recipe.adapters[other]["target_modules"], arch)
-            if sorted(modules or []) != sorted(expected or []):
+            modules = adapter_modules(recipe, other, arch)
+            if modules is not None and expected is not None and sorted(modules) != sorted(expected):
                 methods = (recipe.adapters[first]["method"], recipe.adapters[other]["method"])
                 every_linear = next((m for m in methods if metadata.method(m)["trains_every_linear"]), None)
                 why = f" ({every_linear} trains every linear layer)" if every_linear else ""
                 yield recipe.problem(
-                    ("adapters", other, "target_modules"),
+                    ("adapters", other, "from" if recipe.adapters[other].get("from") else "target_modules"),
                     f"target modules {modules} differ from adapter '{first}' ({expected}){why}, and both ship in "
                     f"target '{name}'; adapters in one package share one base graph, so they must train the same modules",
                 )
@@ -192,6 +259,8 @@ def target_modules_known(recipe: Recipe) -> Iterator[Problem]:
     arch = architecture_of(recipe)
     for name, adapter in recipe.adapters.items():
         modules = adapter["target_modules"]
+        if adapter.get("from"):
+            continue  # its modules are its own (imported_adapter_fits)
         if modules is None and arch is None and not model_ref_problems(recipe) and _known_facts(recipe) is None:
             yield recipe.problem(
                 ("adapters", name),
@@ -395,6 +464,21 @@ def evaluation_metrics_name_datasets(recipe: Recipe) -> Iterator[Problem]:
                 why = _text_format(recipe, part)
                 if why:
                     yield recipe.problem(where, f"{need}; mix part '{part}' is a text dataset ({why})", key=True)
+
+
+@rule
+def evaluation_datasets_name_imported_adapters(recipe: Recipe) -> Iterator[Problem]:
+    """evaluation.datasets scores adapters trained elsewhere, on datasets that exist."""
+    for adapter, dataset in recipe.data["evaluation"]["datasets"].items():
+        where = ("evaluation", "datasets", adapter)
+        if adapter not in recipe.adapters:
+            yield recipe.problem(where, *_unknown("adapter", adapter, recipe.adapters), key=True)
+        elif not recipe.adapters[adapter].get("from"):
+            yield recipe.problem(
+                where, "this adapter is trained here and scored on its own dataset's held-out rows", key=True
+            )
+        elif dataset not in recipe.datasets:
+            yield recipe.problem(where, *_unknown("dataset", dataset, recipe.datasets))
 
 
 @rule
