@@ -51,7 +51,7 @@ def train_seconds(config: dict, work: Path, label: str) -> float:
     config["cache_dir"] = str(work / "cache")
     config["output_dir"] = str(work / "out")
     config["passes"]["train"]["training_args"]["output_dir"] = str(work / "checkpoints")  # never resume a repeat
-    with record_training(Console(io.StringIO())) as recorder:
+    with record_training(Console(io.StringIO()), label) as recorder:
         run_workflow(label, config, work / "log.txt")
     return next(e["train_runtime"] for e in recorder.history if "train_runtime" in e)
 

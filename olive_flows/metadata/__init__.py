@@ -27,8 +27,11 @@ def method(name: str) -> dict[str, Any]:
 
 
 def architecture(model_type: str) -> dict[str, Any] | None:
-    """Facts about one Hugging Face ``model_type``, or None when olive-flows has none."""
-    return load("architectures")["architectures"].get(model_type)
+    """Facts about one Hugging Face ``model_type`` (its LoRA modules and their shapes), or None when
+    olive-flows has none."""
+    known = load("architectures")
+    facts = known["architectures"].get(model_type)
+    return {**facts, "lora_shapes": known["lora_shape_sets"][facts["lora_shapes"]]} if facts else None
 
 
 def target_profile(provider: str) -> dict[str, Any]:
