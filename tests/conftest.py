@@ -44,6 +44,14 @@ TINY_CONFIGS = {
     },
 }
 TINY_CONFIGS["qwen2"] = {**TINY_CONFIGS["llama"], "architectures": ["Qwen2ForCausalLM"]}
+TINY_CONFIGS["qwen3"] = {**TINY_CONFIGS["llama"], "architectures": ["Qwen3ForCausalLM"], "head_dim": 16}
+TINY_CONFIGS["mistral"] = {
+    **TINY_CONFIGS["llama"],
+    "architectures": ["MistralForCausalLM"],
+    "tie_word_embeddings": False,
+}
+TINY_CONFIGS["granite"] = {**TINY_CONFIGS["llama"], "architectures": ["GraniteForCausalLM"]}
+TINY_CONFIGS["smollm3"] = {**TINY_CONFIGS["llama"], "architectures": ["SmolLM3ForCausalLM"]}
 
 
 @pytest.fixture(scope="session")

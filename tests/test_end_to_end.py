@@ -52,7 +52,7 @@ def adapter_bytes(path, skip: str | None = None) -> int:
     return sum(t.numpy().nbytes for name, t in parameters.items() if not (skip and name.endswith(skip)))
 
 
-@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2"])
+@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2", "qwen3", "mistral", "granite", "smollm3"])
 def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
     result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
