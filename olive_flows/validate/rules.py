@@ -17,7 +17,14 @@ from olive_flows import metadata
 from olive_flows.data.prepare import declared_format, normalize_rows
 from olive_flows.data.sources import SQLITE_SUFFIXES, BadRecord, iter_local
 from olive_flows.models.architecture import adapter_modules, architecture_of
-from olive_flows.models.imported import NotAnAdapter, imported_folder, is_hub_id, read_imported, shape_problems
+from olive_flows.models.imported import (
+    ImportedAdapter,
+    NotAnAdapter,
+    imported_folder,
+    is_hub_id,
+    read_imported,
+    shape_problems,
+)
 from olive_flows.models.resolve import BUILTIN_PREFIX, model_config, model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.problems import Problem, UserError, did_you_mean
@@ -211,7 +218,7 @@ def imported_adapter_fits(recipe: Recipe) -> Iterator[Problem]:
             )
 
 
-def fit_problems(imported, config: dict, arch: dict, model_id: str) -> list[str]:
+def fit_problems(imported: ImportedAdapter, config: dict, arch: dict, model_id: str) -> list[str]:
     """One message when an imported adapter's matrices do not fit the model (its first three misfits)."""
     found = shape_problems(imported, config, arch)
     if not found:
