@@ -31,6 +31,9 @@ def probe(package: Path, tokens: int) -> dict[str, list[list[int]]]:
     import onnxruntime_genai as og
 
     model = og.Model(str(package))
+    config = json.loads((package / "genai_config.json").read_text())["model"]
+    window = int((config["decoder"].get("sliding_window") or {}).get("window_size", 0))
+    window = min(window, config.get("context_length") or window)
     tokenizer = og.Tokenizer(model)
     adapters = og.Adapters(model)
     names = sorted(p.name.removesuffix(".onnx_adapter") for p in (package / "adapters").glob("*.onnx_adapter"))
@@ -45,12 +48,14 @@ def probe(package: Path, tokens: int) -> dict[str, list[list[int]]]:
             )
             ids = list(tokenizer.encode(text))
             params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(ids) + tokens, min_length=len(ids) + tokens, random_seed=0)
+            # a sliding-window model (Gemma 2) needs a KV cache of at least its window
+            capacity = max(len(ids) + tokens, window)
+            params.set_search_options(max_length=capacity, min_length=len(ids) + tokens, random_seed=0)
             generator = og.Generator(model, params)
             if adapter:
                 generator.set_active_adapter(adapters, adapter)
             generator.append_tokens(ids)
-            while not generator.is_done():
+            for _ in range(tokens):
                 generator.generate_next_token()
             found[adapter or "base"].append([int(t) for t in generator.get_sequence(0)[len(ids) :]])
     return found

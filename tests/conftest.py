@@ -50,6 +50,13 @@ TINY_CONFIGS["mistral"] = {
     "architectures": ["MistralForCausalLM"],
     "tie_word_embeddings": False,
 }
+TINY_CONFIGS["gemma2"] = {
+    **TINY_CONFIGS["llama"],
+    "architectures": ["Gemma2ForCausalLM"],
+    "head_dim": 16,
+    "query_pre_attn_scalar": 16,
+    "sliding_window": 1024,  # within the tiny context (Gemma 2 2B: 4096 of 8192)
+}
 TINY_CONFIGS["granite"] = {**TINY_CONFIGS["llama"], "architectures": ["GraniteForCausalLM"]}
 TINY_CONFIGS["smollm3"] = {**TINY_CONFIGS["llama"], "architectures": ["SmolLM3ForCausalLM"]}
 

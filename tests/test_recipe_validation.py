@@ -197,21 +197,21 @@ def test_local_model_of_an_unknown_architecture_is_refused_at_model_id(tmp_path)
         "recipe.yaml:4:7: model.id: model type 'gpt2' is not one olive-flows can train and export with LoRA "
         f"adapters; supported: {SUPPORTED}"
     ]
-    gemma2 = model_folder(tmp_path, "gemma2", {"model_type": "gemma2", "num_hidden_layers": 26})
-    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))
+    gemma3 = model_folder(tmp_path, "gemma3", {"model_type": "gemma3_text", "num_hidden_layers": 26})
+    found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma3))
     assert found == [
-        "recipe.yaml:4:7: model.id: model type 'gemma2' is not one olive-flows can train and export with LoRA "
+        "recipe.yaml:4:7: model.id: model type 'gemma3_text' is not one olive-flows can train and export with LoRA "
         f"adapters; supported: {SUPPORTED}"
     ]
 
 
 def test_supported_architectures_come_from_the_metadata(tmp_path, monkeypatch):
-    gemma2 = model_folder(tmp_path, "gemma2", {"model_type": "gemma2", "num_hidden_layers": 26})
+    gemma3 = model_folder(tmp_path, "gemma3", {"model_type": "gemma3_text", "num_hidden_layers": 26})
     load = metadata.load
     extended = {**load("architectures"), "architectures": {**load("architectures")["architectures"]}}
-    extended["architectures"]["gemma2"] = extended["architectures"]["llama"]
+    extended["architectures"]["gemma3_text"] = extended["architectures"]["llama"]
     monkeypatch.setattr(metadata, "load", lambda name: extended if name == "architectures" else load(name))
-    assert load_recipe(write_demo(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma2))).name == "demo"
+    assert load_recipe(write_demo(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", gemma3))).name == "demo"
 
 
 def test_known_architecture_without_a_layer_count_is_refused_at_model_id(tmp_path):

@@ -32,6 +32,14 @@ def provider_load_failure(genai_provider: str, error: RuntimeError) -> str | Non
     return None
 
 
+def sliding_window(folder: Path) -> int:
+    """The KV cache a generator of the package in ``folder`` needs at least: its sliding window (from
+    genai_config.json; 0 when it has none), within the model's context length."""
+    model = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
+    window = int((model["decoder"].get("sliding_window") or {}).get("window_size", 0))
+    return min(window, model.get("context_length") or window)
+
+
 class PackageRuntime:
     """A package loaded once, with every adapter in its adapters/ folder loaded by file name."""
 
@@ -49,6 +57,7 @@ class PackageRuntime:
         if genai_provider:
             config.append_provider(genai_provider)
         self.model = og.Model(config)
+        self.min_capacity = sliding_window(folder)
         self.tokenizer = og.Tokenizer(self.model)
         self.adapters = og.Adapters(self.model)
         self.adapter_names = []
@@ -62,11 +71,14 @@ class PackageRuntime:
         return list(self.tokenizer.encode(text))
 
     def generator(self, max_length: int, adapter: str | None = None, **options: Any) -> Any:
-        """A greedy generator of up to ``max_length`` tokens with ``adapter`` active (None: the base).
-        Seeded although greedy decoding draws nothing: without a seed onnxruntime-genai seeds every
-        new generator from 624 reads of the CPU's RDRAND, 15 ms on some virtual machines."""
+        """A greedy generator of at least ``max_length`` tokens with ``adapter`` active (None: the base);
+        callers stop it themselves once they have what they asked for. Its KV cache holds at least the
+        model's sliding window (Gemma 2): onnxruntime-genai 0.18 refuses a smaller one. Seeded although
+        greedy decoding draws nothing: without a seed onnxruntime-genai seeds every new generator from
+        624 reads of the CPU's RDRAND, 15 ms on some virtual machines."""
         params = self._og.GeneratorParams(self.model)
-        params.set_search_options(max_length=max_length, do_sample=False, random_seed=0, **options)
+        capacity = max(max_length, self.min_capacity)
+        params.set_search_options(max_length=capacity, do_sample=False, random_seed=0, **options)
         generator = self._og.Generator(self.model, params)
         if adapter:
             generator.set_active_adapter(self.adapters, adapter)
@@ -81,7 +93,9 @@ class PackageRuntime:
         generator.append_tokens(tokens)
         decoder = self.tokenizer.create_stream()
         stop = set(self.tokenizer.eos_token_ids)
-        while not generator.is_done():
+        for _ in range(max_new_tokens):
+            if generator.is_done():
+                break
             generator.generate_next_token()
             token = generator.get_next_tokens()[0]
             if token in stop:

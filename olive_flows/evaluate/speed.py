@@ -25,7 +25,7 @@ def decode_speed(
         generator.generate_next_token()
         after_first = time.perf_counter()
         produced = 1
-        while not generator.is_done():
+        while produced < new_tokens and not generator.is_done():
             generator.generate_next_token()
             produced += 1
         finished = time.perf_counter()
