@@ -85,7 +85,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
         trained[job.adapter] = adapter_dir
     write_json(run_dir / "timings.json", timings)
     for adapter, job in {job.adapter: job for job in plan.jobs}.items():
-        dataset = recipe.spec.adapters[adapter].dataset or recipe.spec.evaluation.datasets.get(adapter)
+        dataset = recipe.spec.dataset_of(adapter)
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))

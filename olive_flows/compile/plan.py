@@ -95,12 +95,12 @@ def prepare_imported(
             folder, _ = hub.snapshot(
                 adapter.from_, None, what=("adapter", f"set adapters.{name}.from to a local folder")
             )
+        if folder is None:
+            raise UserError([recipe.problem(where, f"adapter folder {adapter.from_} does not exist")])
         try:
-            found[name] = read_imported(folder) if folder else None
+            found[name] = read_imported(folder)
         except NotAnAdapter as exc:
             raise UserError([recipe.problem(where, str(exc))]) from None
-        if found[name] is None:
-            raise UserError([recipe.problem(where, f"adapter folder {adapter.from_} does not exist")])
         misfits = fit_problems(found[name], config, arch, ref.id) if config and arch else []
         if misfits:
             raise UserError([recipe.problem(where, text) for text in misfits])
@@ -114,9 +114,7 @@ def prepare_imported(
 def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
     """Check, normalize and split every dataset an adapter trains on."""
     prepared = {}
-    used = {adapter.dataset for adapter in recipe.spec.adapters.values()} | set(
-        recipe.spec.evaluation.datasets.values()
-    )
+    used = {recipe.spec.dataset_of(adapter) for adapter in recipe.spec.adapters}
     for name in sorted(used - {None}):
         data = prepare_dataset(recipe, name, workspace.data)
         prepared[name] = data

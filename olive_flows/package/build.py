@@ -113,7 +113,7 @@ def _adapter_entry(
     else:
         train = job.config["passes"]["train"]
         entry = {"method": spec.method, "r": spec.r, "alpha": spec.alpha, "target_modules": train["target_modules"]}
-    dataset = spec.dataset or recipe.spec.evaluation.datasets.get(name)
+    dataset = recipe.spec.dataset_of(name)
     data = datasets[dataset] if dataset else None
     return {
         "file": f"{ADAPTER_DIR}/{name}{ADAPTER_SUFFIX}",

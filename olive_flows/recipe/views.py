@@ -155,6 +155,11 @@ class Spec:
     targets: dict[str, Target]
     evaluation: Evaluation
 
+    def dataset_of(self, adapter: str) -> str | None:
+        """The dataset whose rows adapter ``adapter`` trains on, or, trained elsewhere, is scored on
+        (evaluation.datasets); None when it has neither."""
+        return self.adapters[adapter].dataset or self.evaluation.datasets.get(adapter)
+
     @classmethod
     def of(cls, data: dict[str, Any]) -> Spec:
         """The views of a resolved recipe (defaults filled in)."""
