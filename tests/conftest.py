@@ -57,6 +57,11 @@ TINY_CONFIGS["gemma2"] = {
     "query_pre_attn_scalar": 16,
     "sliding_window": 1024,  # within the tiny context (Gemma 2 2B: 4096 of 8192)
 }
+TINY_CONFIGS["gemma3_text"] = {
+    **TINY_CONFIGS["gemma2"],
+    "architectures": ["Gemma3ForCausalLM"],
+    "layer_types": ["sliding_attention", "full_attention"],  # each RoPE base (10k local, 1M global) in use
+}
 TINY_CONFIGS["granite"] = {**TINY_CONFIGS["llama"], "architectures": ["GraniteForCausalLM"]}
 TINY_CONFIGS["smollm3"] = {**TINY_CONFIGS["llama"], "architectures": ["SmolLM3ForCausalLM"]}
 
@@ -203,3 +208,21 @@ def hub_cache(tmp_path, monkeypatch):
         return repo / "snapshots" / COMMIT
 
     return place
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory, tiny_model) -> Path:
+    """A built package of the tiny Llama with two adapters (contacts r=8, dates r=4) trained enough to
+    answer differently from the base, made once."""
+    import io
+
+    from olive_flows.console import Console
+    from olive_flows.pipeline import run_recipe
+    from olive_flows.validate.load import load_recipe
+
+    folder = tmp_path_factory.mktemp("tiny-package")
+    recipe = tiny_recipe(tiny_model("llama"), folder / "out")
+    for adapter in recipe["adapters"].values():  # long enough that each adapter changes the answers
+        adapter["training"] |= {"max_steps": 40, "learning_rate": 0.05}
+    recipe = load_recipe(write_recipe(folder, recipe))
+    return run_recipe(recipe, offline=True, console=Console(io.StringIO())).packages["cpu"]

@@ -52,7 +52,7 @@ def adapter_bytes(path, skip: str | None = None) -> int:
     return sum(t.numpy().nbytes for name, t in parameters.items() if not (skip and name.endswith(skip)))
 
 
-@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2", "qwen3", "mistral", "gemma2", "granite", "smollm3"])
+@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "granite", "smollm3"])
 def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
     result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
@@ -93,6 +93,35 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
     assert scores == result.scores["cpu"]
     assert set(scores["adapters"]) == {"contacts", "dates"}
     assert "contacts/json_fields" in scores["base"]["metrics"]
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_sliding_window_families_export_what_transformers_computes(model_type, tiny_model, tmp_path):
+    """A prompt longer than the sliding window: the fp32 export's last logits are transformers'. Gemma 3
+    goes through olive-flows' reading of its per-layer-type RoPE (transformers 5's nested form)."""
+    import onnxruntime_genai as og
+    import torch
+    from onnxruntime_genai.models import builder
+    from transformers import AutoModelForCausalLM
+
+    from olive_flows.plugins.model_builder_pass import builder_options, gemma3_rope_read
+
+    folder, out = str(tiny_model(model_type)), str(tmp_path / "onnx")
+    options = builder.parse_extra_options(
+        folder, folder, out, "fp32", "cpu", str(tmp_path / "cache"), builder_options({}, og.__version__)
+    )
+    with gemma3_rope_read():
+        builder.create_model(folder, folder, out, "fp32", "cpu", str(tmp_path / "cache"), **options)
+    tokens = list(range(5, 1205))  # past the tiny models' 1024-token window
+    model = og.Model(out)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=1300)
+    generator = og.Generator(model, params)
+    generator.append_tokens(tokens)
+    exported = np.array(generator.get_logits())[0, -1]
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(folder).eval()(torch.tensor([tokens])).logits[0, -1].numpy()
+    np.testing.assert_allclose(exported, expected, atol=1e-4)
 
 
 def test_phi_lora_recipe_offline_from_the_hub_cache(tiny_model, hub_cache, tmp_path):

@@ -49,6 +49,41 @@ def builder_options(options: dict[str, Any], builder_version: str) -> list[str]:
     return found
 
 
+def flat_gemma3_rope(config: Any) -> None:
+    """Give a Gemma 3 config the RoPE attributes the builder reads.
+
+    transformers 5 nests Gemma 3's RoPE per layer type (``rope_parameters: {full_attention: {...},
+    sliding_attention: {...}}``) and drops ``rope_theta`` and ``rope_local_base_freq``; the 0.18
+    builder reads the flat form (``KeyError: 'rope_type'``). Global layers take the full-attention
+    parameters, sliding layers the local base frequency, as transformers 4 configs spelled them.
+    """
+    nested = getattr(config, "rope_parameters", None)
+    if not (isinstance(nested, dict) and "full_attention" in nested):
+        return
+    config.rope_parameters = dict(nested["full_attention"])
+    config.rope_theta = nested["full_attention"]["rope_theta"]
+    config.rope_local_base_freq = nested.get("sliding_attention", nested["full_attention"])["rope_theta"]
+
+
+@contextlib.contextmanager
+def gemma3_rope_read():
+    """While the builder runs, its Gemma 3 model reads a config flattened by ``flat_gemma3_rope``."""
+    from onnxruntime_genai.models import builder
+
+    Gemma3Model = builder.Gemma3Model  # the builder imports its model classes as a top-level package
+    original = Gemma3Model.__init__
+
+    def init(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        flat_gemma3_rope(config)
+        original(self, config, *args, **kwargs)
+
+    Gemma3Model.__init__ = init
+    try:
+        yield
+    finally:
+        Gemma3Model.__init__ = original
+
+
 class OliveFlowsModelBuilder(ModelBuilder):
     """Olive's ModelBuilder, calling onnxruntime-genai 0.15 to 0.18's builder the way it takes options."""
 
@@ -83,6 +118,7 @@ class OliveFlowsModelBuilder(ModelBuilder):
 
         builder.create_model = create_model  # Olive imports it from the module inside its call
         try:
-            return super()._run_for_config(model, config, output_model_path)
+            with gemma3_rope_read():
+                return super()._run_for_config(model, config, output_model_path)
         finally:
             builder.create_model = original
