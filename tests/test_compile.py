@@ -114,6 +114,53 @@ def test_phi_lora_compiles_for_cpu_and_cuda(tmp_path):
     assert jobs[0].config["passes"]["train"] == cuda["passes"]["train"], "training is the same pass for both targets"
 
 
+def test_int8_is_the_builders_own_from_genai_0_16_and_rtn_before(tmp_path, monkeypatch):
+    """int8 with onnxruntime-genai 0.16 or later: one ModelBuilder pass at int8 (asymmetric, block 32,
+    accuracy level 4: the builder's symmetric default loses quality), LoRA MatMuls excluded. With an
+    older builder (0.14 had no int8): fp32 build, then Olive's 8-bit RTN with the LM head kept float."""
+    from olive_flows.compile import workflow
+
+    int8 = ("targets.cpu.precision=int8", "targets.cpu.int4=null")  # int4 options are refused at int8
+    monkeypatch.setattr(workflow, "builder_version", lambda: "0.18.0")
+    jobs = compile_builtin("quickstart", tmp_path, *int8)
+    passes = jobs[0].config["passes"]
+    assert list(passes) == ["train", "build", "extract"], "the builder quantizes int8 itself"
+    lora = lora_node_names(passes["train"]["target_modules"], 30)
+    assert passes["build"] == {
+        "type": "OliveFlowsModelBuilder",
+        "precision": "int8",
+        "int4_block_size": 32,
+        "int4_accuracy_level": 4,
+        "int4_is_symmetric": False,
+        "int4_nodes_to_exclude": lora,
+    }
+    assert len(lora) == 30 * 4 * 2 and "/model/layers.29/attn/o_proj/lora_B/MatMul" in lora
+    monkeypatch.setattr(workflow, "builder_version", lambda: "0.16.0")
+    assert compile_builtin("quickstart", tmp_path, *int8)[0].config["passes"] == passes
+
+    for older in ("0.15.2", "0.14.1", None):
+        monkeypatch.setattr(workflow, "builder_version", lambda older=older: older)
+        passes = compile_builtin("quickstart", tmp_path, *int8)[0].config["passes"]
+        assert list(passes) == ["train", "build", "quantize", "extract"], older
+        assert passes["build"] == {"type": "OliveFlowsModelBuilder", "precision": "fp32"}
+        assert passes["quantize"] == {
+            "type": "OnnxBlockWiseRtnQuantization",
+            "bits": 8,
+            "block_size": 32,
+            "is_symmetric": False,
+            "accuracy_level": 4,
+            "nodes_to_exclude": ["/lm_head/MatMul", *lora],
+        }
+
+
+def test_builder_version_is_the_installed_distributions():
+    import importlib.metadata
+
+    from olive_flows.compile.workflow import builder_version
+
+    assert builder_version() == importlib.metadata.version("onnxruntime-genai")
+
+
 def test_lora_node_names_cover_unpacked_projections():
     names = lora_node_names(["gate_up_proj"], 1)
     assert names == [

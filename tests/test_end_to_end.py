@@ -52,7 +52,9 @@ def adapter_bytes(path, skip: str | None = None) -> int:
     return sum(t.numpy().nbytes for name, t in parameters.items() if not (skip and name.endswith(skip)))
 
 
-@pytest.mark.parametrize("model_type", ["llama", "phi3", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "granite", "smollm3"])
+@pytest.mark.parametrize(
+    "model_type", ["llama", "phi3", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text", "granite", "smollm3"]
+)
 def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, tiny_recipe(tiny_model(model_type), tmp_path / "out")))
     result = run_recipe(recipe, offline=True, console=Console(io.StringIO()))
@@ -246,10 +248,10 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
 
 
 def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_path, capsys):
-    """`olive-flows export` adds a target without training again; int8 (fp32 build + 8-bit RTN) and
-    int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA MatMuls float so adapters still
-    switch; int8 adapter weights leave the base exact and the adapters close; a CUDA bf16 package
-    gets bf16 adapter files."""
+    """`olive-flows export` adds a target without training again; int8 (the builder's own 8-bit
+    MatMulNBits, LM head included) and int4 q4_1 (fp32 build + olive-flows' Q4_1 pass) keep the LoRA
+    MatMuls float so adapters still switch; int8 adapter weights leave the base exact and the adapters
+    close; a CUDA bf16 package gets bf16 adapter files."""
     import onnx
 
     path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
@@ -273,12 +275,31 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     assert sha256_file(int4_package / "model.onnx") != before, "the cpu package was rebuilt at int8"
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
-    bits = {a.i for n in graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
-    assert bits == {8}
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "MatMulNBits")]
+    bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in matmuls if n.op_type == "MatMulNBits"}
     lora = [n for n in graph.node if "lora_" in n.name]
     assert lora and all(n.op_type == "MatMul" for n in lora), "LoRA MatMuls must stay float"
+    assert all(n.op_type == "MatMulNBits" for n in matmuls if n not in lora), "every base MatMul is quantized"
+    assert bits and set(bits.values()) == {8}
+    lm_head = [n for n in graph.node if n.name.startswith("/lm_head/")]
+    assert [n.op_type for n in lm_head] == ["MatMulNBits"] and bits[lm_head[0].name] == 8, "the LM head is 8-bit"
+    assert "logits" in [o.name for o in graph.output], "onnxruntime-genai finds the logits by name"
     manifest = json.loads((int4_package / "manifest.json").read_text())
     assert manifest["target"]["precision"] == "int8" and manifest["smoke_check"] == "passed"
+    runtime = PackageRuntime(int4_package)
+    prompt = list(runtime.tokenizer.encode("Normalize this date: 5 March 2021"))
+    assert sorted(runtime.adapter_names) == ["contacts", "dates"]
+    for adapter in (None, *runtime.adapter_names):
+        generator = runtime.generator(len(prompt) + 8, adapter)
+        generator.append_tokens(prompt)
+        while not generator.is_done():
+            generator.generate_next_token()
+        assert len(generator.get_sequence(0)) > len(prompt), f"int8 generates with adapter {adapter}"
+    del runtime, generator
+    logits = {adapter: first_logits(int4_package, adapter) for adapter in (None, "contacts", "dates")}
+    assert all(np.isfinite(v).all() for v in logits.values())
+    assert not np.allclose(logits[None], logits["contacts"]) and not np.allclose(logits[None], logits["dates"])
+    assert not np.allclose(logits["contacts"], logits["dates"]), "the int8 package's adapters switch"
 
     # q4_1: fp32 build + olive-flows' own Olive pass (loaded through the package config)
     assert main(["export", str(path), "targets.cpu.int4.algorithm=q4_1", "--target", "cpu", "--precision", "int4"]) == 0

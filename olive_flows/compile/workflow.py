@@ -8,12 +8,16 @@ targets export it, and an unchanged re-run only copies cached results.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
+
+from packaging import version
 
 from olive_flows import metadata
 from olive_flows.data.prepare import PreparedDataset
@@ -161,18 +165,40 @@ def _train_pass(
     return train, data_configs
 
 
+GENAI_DISTRIBUTIONS = ("onnxruntime-genai", "onnxruntime-genai-cuda", "onnxruntime-genai-directml")  # one builder
+
+
+def builder_version() -> str | None:
+    """The installed onnxruntime-genai's version (its builder's), from package metadata: importing
+    onnxruntime_genai loads its native library. None when no build of it is installed."""
+    for name in GENAI_DISTRIBUTIONS:
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            return importlib_metadata.version(name)
+    return None
+
+
+def _builder_builds(chain: dict[str, Any]) -> bool:
+    """Whether the installed builder is new enough to build the chain's precision itself ('builder_from')."""
+    found, since = builder_version(), chain.get("builder_from")
+    return bool(found and since) and version.Version(found).release >= version.Version(since).release
+
+
 def _export_passes(target: Target, modules: list[str], num_layers: int) -> dict[str, dict[str, Any]]:
     """ModelBuilder at the target's precision, or at a build precision followed by a quantization pass
     for what ModelBuilder cannot produce (metadata/targets.json: precision_passes for a precision,
-    int4_algorithm_passes for an int4 algorithm). LoRA MatMuls stay out of every quantization."""
+    int4_algorithm_passes for an int4 algorithm), unless the installed builder produces it itself
+    ('builder_from', with 'builder_options'). LoRA MatMuls stay out of every quantization."""
     targets = metadata.load("targets")
     options = target.int4
     if target.precision == "int4":
         chain = targets["int4_algorithm_passes"].get(options.algorithm)
     else:
         chain = targets["precision_passes"].get(target.precision)
-    precision = chain["build_precision"] if chain else target.precision
     lora_nodes = lora_node_names(modules, num_layers)
+    if chain and _builder_builds(chain):
+        own = {"type": build_pass(), "precision": target.precision, **chain["builder_options"]}
+        return {BUILD: {**own, "int4_nodes_to_exclude": lora_nodes}}
+    precision = chain["build_precision"] if chain else target.precision
     build: dict[str, Any] = {"type": build_pass(), "precision": precision}
     if precision == "int4":
         build.update(
