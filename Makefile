@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup finetune export bench test test-fast lint validate list docs clean distclean
+.PHONY: setup finetune export serve bench browser test test-fast lint validate list docs clean distclean
 
 setup: $(STAMP)
 
@@ -29,13 +29,26 @@ export: setup
 	@test -n "$(TARGET)" || { echo "make export needs TARGET=<target or device>, e.g. TARGET=dml" >&2; exit 2; }
 	$(BIN)/olive-flows export $(RECIPE) --target $(TARGET) $(if $(PRECISION),--precision $(PRECISION)) $(ARGS)
 
-# make bench: bench/RESULTS.md and bench/results.json (about 8 minutes after make finetune; the
+# make serve RECIPE=quickstart [ARGS="--port 8000 --log requests.jsonl"]: the recipe's package behind an
+# OpenAI-compatible API on 127.0.0.1:8000, with a chat page at http://127.0.0.1:8000/.
+serve: setup
+	$(BIN)/olive-flows serve $(RECIPE) $(ARGS)
+
+# make bench: bench/RESULTS.md and bench/results.json (about 12 minutes after make finetune; the
 # first time also builds llama-cpp-python, about 6 minutes).
 bench: setup
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
+	$(BIN)/python -c "import llama_cpp.server.app" 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/run.py $(ARGS)
 
-test: setup lint
+# make browser: Debian's chromium for tests/test_serve_page.py (the chat page in a headless browser),
+# installed when missing and apt-get is there and we are root; otherwise that test is skipped.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "note: no /usr/bin/chromium (needs root and apt-get to install): the browser test will be skipped"; fi
+
+test: setup lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

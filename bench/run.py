@@ -22,6 +22,7 @@ from typing import Any
 
 import adapters
 import decode
+import serving
 import training
 
 from olive_flows.evaluate.runtime import PackageRuntime
@@ -46,6 +47,9 @@ TARGETS = {
     "package_4_adapters_vs_base": ("<=", 1.1),
     "train_vs_peft": (">=", 1.0),
     "unchanged_rerun_s": ("<=", 15.0),
+    "serve_single_vs_direct": (">=", 0.9),
+    "serve_8_clients_vs_single": (">=", 1.5),
+    "serve_vs_llamacpp_server": (">=", 1.0),
 }
 
 
@@ -140,6 +144,10 @@ def main() -> int:
         "fraction_reached": round(results["decode"]["package_int4"]["base"]["tokens_per_s"] / bound, 3),
     }
 
+    results["serve"] = serving.serve_figures(
+        package, runtime.adapter_names, gguf, PROMPT, args.tokens, args.repeats, say
+    )
+
     with tempfile.TemporaryDirectory() as tmp:
         say("adapters: a four-adapter package at r = 8, 16, 16, 64, with int8 and with float LoRA weights")
         results["adapters"] = adapters.adapter_costs(
@@ -215,6 +223,12 @@ WHY_MISSED = {
         "set-up), and the logits it skips did not make up for it on this run."
     ),
     "unchanged_rerun_s": lambda r: "process start-up, Olive's cache look-ups and the package fingerprint add up.",
+    "serve_single_vs_direct": lambda r: "HTTP, JSON and server-sent events per token; see the serving table.",
+    "serve_8_clients_vs_single": lambda r: (
+        "onnxruntime-genai holds Python's GIL while it computes a token, so only processes add cores; "
+        "see the serving table."
+    ),
+    "serve_vs_llamacpp_server": lambda r: "see the serving table.",
 }
 
 
@@ -236,7 +250,65 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "package_4_adapters_vs_base": _storage(r)["package_4_adapters_vs_base"],
         "train_vs_peft": round(r["training"]["olive_flows_tokens_per_s"] / r["training"]["peft_tokens_per_s"], 2),
         "unchanged_rerun_s": r["engine"]["unchanged_rerun_s"],
+        **serve_ratios(r),
     }
+
+
+def serve_ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    """One streamed request against the same package in-process (both at onnxruntime-genai's default
+    threads); 8 clients against 1 and 4 base-model clients against llama-cpp-python's server, with one
+    server process per core (the set-up the README gives for throughput)."""
+    default, per_core = (r["serve"]["configurations"][k] for k in ("default", "per_core"))
+    llama = r["serve"]["llamacpp_server"].get("base_4_clients")
+    load = {entry["clients"]: entry["aggregate_tokens_per_s"] for entry in per_core["load"]}
+    direct = r["decode"]["package_int4_default_threads"]["tokens_per_s"]
+    return {
+        "serve_single_vs_direct": round(default["single"]["tokens_per_s"] / direct, 2),
+        "serve_8_clients_vs_single": round(load[8] / load[1], 2),
+        "serve_vs_llamacpp_server": round(
+            per_core["base_4_clients"]["aggregate_tokens_per_s"] / llama["aggregate_tokens_per_s"], 2
+        )
+        if llama
+        else None,
+    }
+
+
+def serve_report(r: dict[str, Any]) -> list[str]:
+    """The serving section: every set-up's single-request speed and its load from 1 to 8 clients."""
+    v = r["serve"]
+    lines = [
+        f"## Serving ({v['tokens']} tokens per streamed request, greedy, over HTTP on 127.0.0.1)",
+        "",
+        "| server | 1 request: tokens/s | "
+        + " | ".join(f"{c} clients" for c in serving.CLIENTS)
+        + " | 4 clients, base |",
+        "|---|---|" + "---|" * (len(serving.CLIENTS) + 1),
+    ]
+    for label, c in v["configurations"].items():
+        lines.append(
+            f"| olive-flows serve --workers {c['workers']} --parallel {c['parallel']} ({label}) | "
+            f"{c['single']['tokens_per_s']} | "
+            + " | ".join(f"{e['aggregate_tokens_per_s']} ({e['time_to_first_token_s']} s)" for e in c["load"])
+            + f" | {c['base_4_clients']['aggregate_tokens_per_s']} ({c['base_4_clients']['time_to_first_token_s']} s) |"
+        )
+    llama = v["llamacpp_server"]
+    if "single" in llama:
+        blank = " | ".join("" for _ in serving.CLIENTS)
+        lines.append(
+            f"| llama-cpp-python server, {llama['threads']} threads | {llama['single']['tokens_per_s']} | {blank} | "
+            f"{llama['base_4_clients']['aggregate_tokens_per_s']} ({llama['base_4_clients']['time_to_first_token_s']} s) |"
+        )
+    else:
+        lines.append(f"| llama-cpp-python server | {llama['skipped']} |")
+    lines += [
+        "",
+        "Load columns: aggregate tokens/s of all clients over the wall time (median time to first token). Each "
+        "client streams its requests one after another, the models (base and adapters) in turn. The in-process "
+        f"decode of the same package at the same threads: {r['decode']['package_int4_default_threads']['tokens_per_s']}"
+        " tokens/s.",
+        "",
+    ]
+    return lines
 
 
 def report(r: dict[str, Any]) -> str:
@@ -354,6 +426,7 @@ def report(r: dict[str, Any]) -> str:
         )
         + f"; 4 merged models: {a['four_merged_models_mb']} MB.",
         "",
+        *serve_report(r),
         "## Training",
         "",
         f"{r['training']['steps']} steps, {r['training']['rows']} rows: olive-flows "

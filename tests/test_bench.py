@@ -21,3 +21,23 @@ def test_train_padding_runs_as_the_readme_shows(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["steps"] == 1 and figures["ratio_olive_flows_vs_olive_default"] > 0
+
+
+@pytest.mark.slow
+def test_serving_figures_on_a_tiny_package(tiny_package):
+    """bench/serving.py against real servers on 127.0.0.1 (a few tokens): every set-up and client count
+    is measured, and llama-cpp-python's server either runs or is reported as skipped."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import serving
+
+    from olive_flows.models.builtin import gguf_file
+
+    prompt = [{"role": "user", "content": "Hi"}]
+    figures = serving.serve_figures(
+        tiny_package, ["contacts", "dates"], gguf_file("smollm2-135m-instruct"), prompt, 8, 1, print
+    )
+    for setup in figures["configurations"].values():
+        assert [e["clients"] for e in setup["load"]] == list(serving.CLIENTS)
+        assert setup["single"]["tokens_per_s"] > 0 and all(e["aggregate_tokens_per_s"] > 0 for e in setup["load"])
+    llama = figures["llamacpp_server"]
+    assert "skipped" in llama or llama["base_4_clients"]["aggregate_tokens_per_s"] > 0

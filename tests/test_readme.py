@@ -9,13 +9,16 @@ the built-in quickstart with a tiny random model (the fast equivalent of ``make 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +35,11 @@ SYNOPSIS = re.compile(r"\b(?:RECIPE|PACKAGE|NAME|FILE|TEXT|DIR|P)\b(?!=)|\[|\\\|
 # How each command the README shows is checked (first full match wins).
 CHECKS: list[tuple[str, str]] = [
     (r"git clone .*|export HF_TOKEN=.*", "shell set-up, nothing of ours"),
-    (r"make (finetune|export|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
+    (r"make (finetune|export|serve|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
     (r"olive-flows (run|export|validate|show|compile|list|data check|new|eval|chat|verify)\b.*", "olive-flows"),
     (r"olive-flows --help", "olive-flows"),
+    (r"olive-flows serve( .*)?", "serve"),
+    (r"curl -s http://127\.0\.0\.1:8000/.*", "serve"),
     (r"python scripts/schema_docs\.py", "test_cli.test_readme_field_reference_and_target_table_are_generated"),
     (r"\.venv/bin/python bench/train_padding\.py", "test_bench"),
     (r"python bench/run\.py", "bench: make bench, minutes and a llama.cpp build"),
@@ -238,10 +243,68 @@ def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
     assert evaluated.returncode == 0 and "-eval/logs/eval-cpu.log" in evaluated.stdout, evaluated.stderr[-2000:]
 
     snippets = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    assert len(snippets) == 2
-    for snippet in snippets:
+    assert len(snippets) == 3
+    for snippet in [s for s in snippets if "OpenAI(" not in s]:
         code = snippet if "import" in snippet else "import json, onnxruntime_genai as og\n" + snippet
         result = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=os.environ
         )
         assert result.returncode == 0, (snippet, result.stderr[-2000:])
+
+
+def serve_as_shown(command: str, cwd: Path, port: int) -> subprocess.Popen:
+    """A README ``olive-flows serve`` line, backgrounded or not, on ``port`` instead of the one shown."""
+    words = shlex.split(command.removesuffix("&").strip())
+    if "--port" in words:
+        words[words.index("--port") + 1] = str(port)
+    else:
+        words += ["--port", str(port)]
+    return subprocess.Popen(
+        [str(BIN / "olive-flows"), *words[1:]], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+@pytest.mark.slow
+def test_serving_as_shown_on_a_tiny_quickstart(tmp_path, tiny_model):
+    """Every ``olive-flows serve`` command, the OpenAI snippet and the curl commands of the README, on
+    the quickstart built with a tiny random model, each server on a free loopback port for 8000."""
+    import httpx2 as httpx
+    from live_server import free_port
+
+    quickstart = {
+        "extends": str(REPO / "recipes" / "quickstart.yaml"),
+        "model": {"id": str(tiny_model("llama"))},
+        "adapters": {a: {"training": {"max_steps": 2, "batch_size": 2}} for a in ("contacts", "dates")},
+        "evaluation": {"max_rows": 1, "max_new_tokens": 2, "decode_tokens": 2},
+    }
+    (tmp_path / "quickstart").write_text(yaml.safe_dump(quickstart))
+    assert olive_flows("run", "quickstart", cwd=tmp_path).returncode == 0
+    text = README.read_text(encoding="utf-8")
+    snippet = next(s for s in re.findall(r"```python\n(.*?)```", text, re.S) if "OpenAI(" in s)
+    curls = [c for c in shown_commands() if c.startswith("curl ")]
+    commands = [c for c in shown_commands() if how(c) == "serve" and c.startswith("olive-flows") and not is_synopsis(c)]
+    assert len(commands) >= 3 and len(curls) == 3
+    for command in commands:
+        port = free_port()
+        server = serve_as_shown(command, tmp_path, port)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, (command, server.stderr.read().decode()[-2000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, command
+                time.sleep(0.2)
+            code = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+            assert result.returncode == 0, (command, result.stderr[-2000:])
+            assert "'quickstart', 'quickstart:contacts', 'quickstart:dates'" in result.stdout
+            for curl in curls:
+                shown = shlex.split(curl.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+                answer = subprocess.run(shown, capture_output=True, text=True, timeout=60)
+                assert answer.returncode == 0 and "error" not in json.loads(answer.stdout), (curl, answer.stdout)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=10) == 0, command
+    assert (tmp_path / "requests.jsonl").is_file() and (tmp_path / "requests-1.jsonl").is_file()

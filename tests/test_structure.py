@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "olive_flows"
 # Lowest first. Shared vocabulary sits at the ground floor; the stages follow the flow
-# recipe -> validate -> compile -> run -> package -> evaluate; the pipeline and the CLI drive them all.
+# recipe -> validate -> compile -> run -> package -> evaluate -> serve; the pipeline and the CLI drive them all.
 FLOORS = [
     {"paths", "files", "problems", "console", "capture", "metadata"},
     {"recipe"},
@@ -18,6 +18,7 @@ FLOORS = [
     {"run"},
     {"package"},
     {"evaluate"},
+    {"serve"},
     {"pipeline"},
     {"cli", "__main__"},
 ]

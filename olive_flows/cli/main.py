@@ -18,6 +18,7 @@ from olive_flows.cli import (
     list_cmd,
     new_cmd,
     run_cmd,
+    serve_cmd,
     show_cmd,
     validate_cmd,
     verify_cmd,
@@ -44,6 +45,7 @@ SUBCOMMANDS = (
     data_cmd,
     eval_cmd,
     chat_cmd,
+    serve_cmd,
     verify_cmd,
 )
 

@@ -131,6 +131,8 @@ def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict
         }
         if any(removed.values()):
             console.detail(", ".join(f"{v} {k}" for k, v in removed.items() if v))
+        for problem in report.torn:
+            console.detail(problem.format())
         for problem in report.skipped[:5]:
             console.detail(f"skipped {problem.format()}")
     return prepared

@@ -23,7 +23,7 @@ from typing import Any
 
 from olive_flows.data.clean import clean_rows, row_key
 from olive_flows.data.formats import detect_format, normalize, row_errors
-from olive_flows.data.sources import BadRecord, iter_hub, iter_local
+from olive_flows.data.sources import BadRecord, TornLine, iter_hub, iter_local
 from olive_flows.files import read_jsonl, write_text_atomic
 from olive_flows.problems import Location, Problem, UserError
 from olive_flows.recipe.model import Recipe
@@ -39,6 +39,7 @@ class Report:
     read: int = 0
     rating_filtered: int = 0
     skipped: list[Problem] = field(default_factory=list)
+    torn: list[Problem] = field(default_factory=list)
     cleaning: dict[str, int] = field(default_factory=dict)
     duplicate_groups: int = 0
 
@@ -48,6 +49,7 @@ class Report:
             "rating_filtered": self.rating_filtered,
             "invalid_skipped": len(self.skipped),
             "skipped_rows": [p.format() for p in self.skipped],
+            "torn_lines": [p.format() for p in self.torn],
             "cleaning": self.cleaning,
             "rows_with_duplicates": self.duplicate_groups,
         }
@@ -151,6 +153,9 @@ def normalize_rows(
     fmt: str | None = None
     detected = False
     for where, row in rows:
+        if isinstance(row, TornLine):
+            report.torn.append(Problem(where, "", row.message, severity="warning"))
+            continue
         report.read += 1
         if not _meets_rating(row, spec.get("rating")):
             report.rating_filtered += 1

@@ -1,6 +1,8 @@
 """Read rows from where a dataset lives, each with the location a message about it should name.
 
-Local files: JSON Lines, JSON (a list of rows), CSV and Parquet. Hugging Face datasets by id
+Local files: JSON Lines, JSON (a list of rows), CSV and Parquet. A JSON Lines file may be a request
+log of ``olive-flows serve`` (or ``chat --log``): its ratings, lines of their own, are folded into
+the exchanges they rate, and a last line torn by a crash is skipped with a warning. Hugging Face datasets by id
 (through the datasets library, which needs the network unless the dataset is in its cache).
 """
 
@@ -27,6 +29,45 @@ class BadRecord:
         self.message = message
 
 
+class TornLine(BadRecord):
+    """The last line of a JSON Lines file, cut off by a crash while it was being appended."""
+
+
+def _is_feedback(row: Any) -> bool:
+    return isinstance(row, dict) and isinstance(row.get("feedback"), dict) and set(row) <= {"feedback", "created"}
+
+
+def _iter_jsonl(path: Path, shown: str) -> Iterator[tuple[Location, Any]]:
+    """Rows of a JSON Lines file, with the ratings of a request log folded into their exchanges (the
+    last rating of an id wins)."""
+    rows: list[tuple[Location, Any]] = []
+    ratings: dict[Any, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as f:
+        lines = list(enumerate(f, start=1))
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not line.endswith("\n"):
+                rows.append(
+                    (Location(shown, number, 1), TornLine("last line cut off (a crash while writing?): skipped"))
+                )
+            else:
+                rows.append((Location(shown, number, exc.colno), BadRecord(f"invalid JSON: {exc.msg}")))
+            continue
+        if _is_feedback(row):
+            ratings[row["feedback"].get("id")] = row["feedback"]
+        else:
+            rows.append((Location(shown, number, 1), row))
+    for where, row in rows:
+        rated = ratings.get(row.get("id")) if isinstance(row, dict) and ratings else None
+        if rated:
+            row = {**row, **{k: v for k, v in rated.items() if k in ("rating", "comment")}}
+        yield where, row
+
+
 def iter_local(path: Path, table: str | None = None) -> Iterator[tuple[Location, Any]]:
     """Rows of a local file with their location (line for JSONL and CSV, row number otherwise).
 
@@ -35,14 +76,7 @@ def iter_local(path: Path, table: str | None = None) -> Iterator[tuple[Location,
     shown = display_path(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield Location(shown, number, 1), json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Location(shown, number, exc.colno), BadRecord(f"invalid JSON: {exc.msg}")
+        yield from _iter_jsonl(path, shown)
     elif suffix == ".json":
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
