@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup finetune export serve bench browser test test-fast lint validate list docs clean distclean
+.PHONY: setup finetune export serve sweep bench browser test test-fast lint validate list docs clean distclean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ export: setup
 # OpenAI-compatible API on 127.0.0.1:8000, with a chat page at http://127.0.0.1:8000/.
 serve: setup
 	$(BIN)/olive-flows serve $(RECIPE) $(ARGS)
+
+# make sweep RECIPE=path/to/recipe.yaml [ARGS="--trials 8 --package-best"]: search the recipe's sweep block.
+sweep: setup
+	$(BIN)/olive-flows sweep $(RECIPE) $(ARGS)
 
 # make bench: bench/RESULTS.md and bench/results.json (about 12 minutes after make finetune; the
 # first time also builds llama-cpp-python, about 6 minutes).

@@ -3,6 +3,7 @@
     <output.dir>/<recipe>/<target>/          the package of one target (its files below)
     <output.dir>/<recipe>/_data/<adapter>/   the rows an adapter trained and was evaluated on
     <output.dir>/<recipe>/_peft/<adapter>/   the trained PEFT adapter and its training log
+    <output.dir>/<recipe>/_versions/<target>/<version>/  packages a later run replaced (output.keep_versions)
     <output.dir>/<recipe>/_work/data/        train/eval splits, named by content hash
     <output.dir>/<recipe>/_work/olive-cache/ Olive's pass cache (what makes re-runs fast)
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
@@ -125,6 +126,9 @@ class Workspace:
 
     def package(self, target: str) -> Path:
         return self.root / target
+
+    def versions(self, target: str) -> Path:
+        return self.root / "_versions" / target
 
     def audit(self, adapter: str) -> Path:
         return self.root / "_data" / adapter

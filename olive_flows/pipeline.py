@@ -20,10 +20,12 @@ from olive_flows.compile.workflow import Job
 from olive_flows.console import Console
 from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.assess import assess_package
+from olive_flows.evaluate.report import overfitting
 from olive_flows.files import write_json
-from olive_flows.layout import EVAL, REPORT_HTML, Workspace
+from olive_flows.layout import EVAL, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import build_package, size_mb
+from olive_flows.package.promotion import NotPromoted
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
@@ -89,16 +91,28 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
+        log = trained[adapter] / TRAINING_LOG
+        warning = overfitting(json.loads(log.read_text())) if log.is_file() and not job.imported else None
+        if warning:
+            console.say(f"warning: adapter {adapter}: {warning}")
     console.say(
         f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"
     )
 
     result = RunResult(run_dir)
+    not_promoted: list[str] = []
     for target, adapter_outputs in outputs.items():
         check = partial(
             assess_package, recipe, workspace=workspace, console=console, log=run_dir / "logs" / f"eval-{target}.log"
         )
-        package, scores = build_package(recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check)
+        try:
+            package, scores = build_package(
+                recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check
+            )
+        except NotPromoted as exc:  # the other targets still get their chance
+            console.say(str(exc))
+            not_promoted.append(str(exc))
+            continue
         if scores is None:
             console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
             eval_file = package / EVAL
@@ -108,4 +122,6 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
         )
         result.packages[target] = package
         result.scores[target] = scores
+    if not_promoted:
+        raise NotPromoted(" / ".join(not_promoted))
     return result

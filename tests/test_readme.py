@@ -35,8 +35,11 @@ SYNOPSIS = re.compile(r"\b(?:RECIPE|PACKAGE|NAME|FILE|TEXT|DIR|P)\b(?!=)|\[|\\\|
 # How each command the README shows is checked (first full match wins).
 CHECKS: list[tuple[str, str]] = [
     (r"git clone .*|export HF_TOKEN=.*", "shell set-up, nothing of ours"),
-    (r"make (finetune|export|serve|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
-    (r"olive-flows (run|export|validate|show|compile|list|data check|new|eval|chat|verify)\b.*", "olive-flows"),
+    (r"make (finetune|export|serve|sweep|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
+    (
+        r"olive-flows (run|export|validate|show|compile|list|data check|new|eval|chat|verify|versions|compare|sweep)\b.*",
+        "olive-flows",
+    ),
     (r"olive-flows --help", "olive-flows"),
     (r"olive-flows serve( .*)?", "serve"),
     (r"curl -s http://127\.0\.0\.1:8000/.*", "serve"),

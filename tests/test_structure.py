@@ -20,6 +20,7 @@ FLOORS = [
     {"evaluate"},
     {"serve"},
     {"pipeline"},
+    {"sweep"},
     {"cli", "__main__"},
 ]
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}

@@ -93,6 +93,8 @@ def _print(result) -> None:
         f"  rows: {summary['rows_read']} read, {summary['valid']} valid, {summary['invalid']} invalid, "
         f"{summary['rating_filtered']} below the rating filter, {summary['exact_duplicates']} exact duplicates"
     )
+    if summary["ratings"]:
+        print("  ratings: " + ", ".join(f"{rating} {count}" for rating, count in summary["ratings"].items()))
     if summary["roles"]:
         print("  messages by role: " + ", ".join(f"{role} {count}" for role, count in summary["roles"].items()))
     changed = {k: v for k, v in summary["cleaning"].items() if v}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from olive_flows import __version__
 from olive_flows.cli import (
     chat_cmd,
+    compare_cmd,
     compile_cmd,
     data_cmd,
     eval_cmd,
@@ -20,8 +21,10 @@ from olive_flows.cli import (
     run_cmd,
     serve_cmd,
     show_cmd,
+    sweep_cmd,
     validate_cmd,
     verify_cmd,
+    versions_cmd,
 )
 from olive_flows.problems import UserError
 
@@ -32,7 +35,8 @@ DESCRIPTION = (
 EXIT_CODES = (
     "exit codes: 0 success; 2 a mistake in the recipe, its data or the command line; 3 an Olive pass failed; "
     "4 the package failed its checks; 5 verify found a damaged package; 6 another run holds the recipe's "
-    "output folder; 7 the base model cannot be downloaded; 130 interrupted"
+    "output folder; 7 the base model cannot be downloaded; 8 a new package was not promoted (promote.when: better); "
+    "130 interrupted"
 )
 SUBCOMMANDS = (
     run_cmd,
@@ -47,6 +51,9 @@ SUBCOMMANDS = (
     chat_cmd,
     serve_cmd,
     verify_cmd,
+    versions_cmd,
+    compare_cmd,
+    sweep_cmd,
 )
 
 

@@ -111,10 +111,28 @@ def prepare_imported(
     return found
 
 
+# Fewer training rows than this (after the eval/test split) teach an adapter little beyond the rows
+# themselves: it memorizes them within a few steps, and the held-out loss, measured on a row or two,
+# cannot tell learning from noise. Only known once the data is read, so it is a run-time warning.
+MIN_TRAIN_ROWS = 16
+
+
+def small_data_warning(data: PreparedDataset) -> str | None:
+    """A warning when ``data`` has too few training rows to learn from (MIN_TRAIN_ROWS), else None."""
+    if data.train_rows >= MIN_TRAIN_ROWS:
+        return None
+    return (
+        f"warning: data {data.name}: only {data.train_rows} training rows after the eval/test split, fewer than "
+        f"{MIN_TRAIN_ROWS}: an adapter memorizes so few rows instead of learning the task, and the held-out loss "
+        f"on {data.eval_rows} row(s) cannot show it; add rows (or lower eval_split)"
+    )
+
+
 def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict[str, PreparedDataset]:
     """Check, normalize and split every dataset an adapter trains on."""
     prepared = {}
     used = {recipe.spec.dataset_of(adapter) for adapter in recipe.spec.adapters}
+    trained_on = {adapter.dataset for adapter in recipe.spec.adapters.values()}
     for name in sorted(used - {None}):
         data = prepare_dataset(recipe, name, workspace.data)
         prepared[name] = data
@@ -123,6 +141,9 @@ def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict
         console.say(
             f"data {name}: {data.train_rows} train rows, {held_out}; format {data.format} ({how}) from {data.source}"
         )
+        warning = small_data_warning(data) if name in trained_on else None
+        if warning:
+            console.detail(warning)
         report = data.report
         removed = {
             "invalid rows skipped": len(report.skipped),

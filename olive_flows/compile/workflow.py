@@ -26,13 +26,20 @@ from olive_flows.models.architecture import trained_modules
 from olive_flows.models.imported import ImportedAdapter
 from olive_flows.models.resolve import ModelRef
 from olive_flows.plugins import TOKENIZE_COMPONENT, build_pass, component_file
+from olive_flows.problems import UserError
 from olive_flows.recipe.model import Recipe
-from olive_flows.recipe.views import Adapter, Clean, Spec, Target, Training
+from olive_flows.recipe.views import (
+    CHECKPOINTS_PER_TRAINING,
+    EVALS_PER_TRAINING,
+    Adapter,
+    Clean,
+    Spec,
+    Target,
+    Training,
+)
 
 TRAIN, BUILD, QUANTIZE, EXTRACT = "train", "build", "quantize", "extract"
 TRAIN_DATA, EVAL_DATA = "train_rows", "eval_rows"  # Olive allows only letters, digits and '_' here
-EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training
-CHECKPOINTS_PER_TRAINING = 4  # a killed run resumes training from the last of these
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,18 @@ def total_steps(training: Training, train_rows: int) -> int:
     return max(1, math.ceil(batches / training.grad_accum * training.epochs))
 
 
+def intervals(training: Training, steps: int) -> tuple[int, int]:
+    """(eval_steps, save_steps): eval_every and checkpoint_every, else EVALS_PER_TRAINING evaluations and
+    CHECKPOINTS_PER_TRAINING checkpoints over ``steps``. transformers refuses load_best_model_at_end
+    (load_best, early_stopping) unless save_steps is a multiple of eval_steps: the best checkpoint must
+    be one saved at an evaluation. Then save_steps is rounded up to the next multiple of eval_steps."""
+    eval_steps = training.eval_every or max(1, steps // EVALS_PER_TRAINING)
+    save_steps = training.checkpoint_every or max(1, steps // CHECKPOINTS_PER_TRAINING)
+    if training.keeps_best:
+        save_steps = math.ceil(save_steps / eval_steps) * eval_steps
+    return eval_steps, save_steps
+
+
 def _data_config(name: str, rows: Path, tokenization: dict[str, Any]) -> dict[str, Any]:
     """An Olive data config that loads normalized rows and tokenizes them with olive-flows' component."""
     return {
@@ -113,6 +132,7 @@ def _train_pass(
 ) -> tuple[dict, list[dict]]:
     training = adapter.training
     steps = total_steps(training, data.train_rows)
+    eval_steps, save_steps = intervals(training, steps)
     length = {"max_steps": training.max_steps} if training.max_steps else {"num_train_epochs": training.epochs}
     train_tokens = tokenization(adapter, data, spec.datasets[data.name].clean)
     eval_tokens = {**train_tokens, "stats_path": train_tokens["stats_path"].replace("/stats-", "/eval-stats-")}
@@ -143,7 +163,7 @@ def _train_pass(
             "data_seed": training.seed,
             "gradient_checkpointing": training.gradient_checkpointing,
             "eval_strategy": "steps",
-            "eval_steps": max(1, steps // EVALS_PER_TRAINING),
+            "eval_steps": eval_steps,
             "logging_steps": 1,
             # transformers 5 replaced group_by_length with this (Olive drops unknown arguments with a warning)
             "train_sampling_strategy": "group_by_length" if training.group_by_length else "random",
@@ -151,6 +171,13 @@ def _train_pass(
             "disable_tqdm": True,
         },
     }
+    if training.keeps_best:  # end on the checkpoint with the lowest held-out loss
+        train["training_args"].update(
+            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False
+        )
+    if training.early_stopping:  # read by plugins/train_pass.py, which adds transformers' EarlyStoppingCallback
+        train["early_stopping_patience"] = training.early_stopping.patience
+        train["early_stopping_threshold"] = training.early_stopping.min_delta
     # Olive's LoRA pass resumes from the last checkpoint in training_args.output_dir. The folder is
     # named by the rest of the pass config, so only an identical training ever resumes from it.
     identity = [train, asdict(spec.model), data.train_file.parent.name]
@@ -158,7 +185,7 @@ def _train_pass(
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     train["training_args"].update(
         save_strategy="steps",
-        save_steps=max(1, steps // CHECKPOINTS_PER_TRAINING),
+        save_steps=save_steps,  # a multiple of eval_steps when training ends on its best checkpoint
         save_total_limit=1,
         output_dir=str(checkpoints / f"{adapter.name}-{digest}"),
     )
@@ -228,6 +255,23 @@ def _system(device: str, provider: str) -> dict[str, Any]:
     return {"type": "LocalSystem", "accelerators": [{"device": device, "execution_providers": [provider]}]}
 
 
+def _check_held_out(recipe: Recipe, adapter: Adapter, data: PreparedDataset) -> None:
+    """early_stopping and load_best compare held-out losses: refuse a dataset without held-out rows
+    (an eval_path file left empty by cleaning), where transformers would fail mid-run instead."""
+    if not adapter.training.keeps_best or data.eval_rows:
+        return
+    field = "early_stopping" if adapter.training.early_stopping else "load_best"
+    raise UserError(
+        [
+            recipe.problem(
+                ("adapters", adapter.name, "training", field),
+                f"{field} compares held-out losses, and dataset {data.name} has no held-out rows",
+                f"give datasets.{data.name} held-out rows (eval_split or eval_path)",
+            )
+        ]
+    )
+
+
 def compile_recipe(
     recipe: Recipe,
     model: ModelRef,
@@ -254,6 +298,7 @@ def compile_recipe(
                 train, data_configs, modules = None, [], imported[name].modules
                 job_input = {**input_model, "adapter_path": str(imported[name].folder)}
             else:
+                _check_held_out(recipe, adapter, datasets[adapter.dataset])
                 train, data_configs = _train_pass(
                     spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints"
                 )

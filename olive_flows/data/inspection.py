@@ -61,6 +61,7 @@ def check_rows(
         "format_detected": result.detected,
         "rows_read": report.read,
         "rating_filtered": report.rating_filtered,
+        "ratings": dict(sorted(report.ratings.items())) if set(report.ratings) - {"unrated"} else {},
         "invalid": len(report.skipped),
         "valid": len(rows),
         "exact_duplicates": duplicates,

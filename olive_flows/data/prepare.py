@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import random
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class Report:
     rating_filtered: int = 0
     skipped: list[Problem] = field(default_factory=list)
     torn: list[Problem] = field(default_factory=list)
+    ratings: Counter = field(default_factory=Counter)  # rows by the value of the rating column ("unrated")
     cleaning: dict[str, int] = field(default_factory=dict)
     duplicate_groups: int = 0
 
@@ -157,6 +159,9 @@ def normalize_rows(
             report.torn.append(Problem(where, "", row.message, severity="warning"))
             continue
         report.read += 1
+        if isinstance(row, dict):
+            value = row.get((spec.get("rating") or {}).get("column", "rating"))
+            report.ratings["unrated" if value is None else str(value)] += 1
         if not _meets_rating(row, spec.get("rating")):
             report.rating_filtered += 1
             continue

@@ -4,7 +4,8 @@ report.md links the plots in report/; report.html embeds them, so it can be mail
 a ticket on its own. Both show: the metrics of the base model and each adapter, perplexity on the
 PyTorch model and on the package with the parity verdict, decode speed, package and adapter sizes,
 training and held-out loss and the learning rate against step, generation samples side by side,
-the resolved recipe and the versions the package was built with.
+the resolved recipe and the versions the package was built with, and a warning for an adapter
+whose training log shows it over-fitting (``overfitting``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,48 @@ import yaml
 
 from olive_flows.evaluate.metrics import metric_label
 from olive_flows.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS
+
+OVERFIT_EVALUATIONS = 3  # the last evaluations of a training log compared
+OVERFIT_RISE = 0.02  # relative rise of the held-out loss that counts; smaller ones are noise
+
+
+def _train_loss_before(history: list[dict[str, Any]], after: int, upto: int) -> float | None:
+    """Mean training loss logged at steps in (after, upto]; else the last one logged at or before upto."""
+    losses = [e["loss"] for e in history if "loss" in e and after < e["step"] <= upto]
+    if losses:
+        return sum(losses) / len(losses)
+    earlier = [e["loss"] for e in history if "loss" in e and e["step"] <= upto]
+    return earlier[-1] if earlier else None
+
+
+def overfitting(history: list[dict[str, Any]]) -> str | None:
+    """A warning when a training log (training_log.json) shows over-fitting, else None.
+
+    The rule: over the last OVERFIT_EVALUATIONS evaluations (all of them when fewer, at least two),
+    the held-out loss (eval_loss) rose by more than OVERFIT_RISE (2%) from the first to the last,
+    while the training loss fell over the same steps. The training loss at an evaluation is the mean
+    of the losses logged since the evaluation before it, which smooths its per-step noise. Falling
+    training loss with rising held-out loss means the adapter learns its training rows, not the task.
+    """
+    evaluations = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+    if len(evaluations) < 2:
+        return None
+    window = evaluations[-OVERFIT_EVALUATIONS:]
+    (first_step, first), (last_step, last) = window[0], window[-1]
+    steps = [step for step, _ in evaluations]
+    before = dict(zip(steps, [0, *steps[:-1]], strict=True))  # each evaluation's step -> the one before it
+    train_first = _train_loss_before(history, before[first_step], first_step)
+    train_last = _train_loss_before(history, before[last_step], last_step)
+    if train_first is None or train_last is None or first <= 0:
+        return None
+    if last > first * (1 + OVERFIT_RISE) and train_last < train_first:
+        return (
+            f"held-out loss rose from {first:.4f} to {last:.4f} (+{last / first - 1:.0%}) between steps "
+            f"{first_step} and {last_step} while training loss fell from {train_first:.4f} to {train_last:.4f}: "
+            "the adapter is over-fitting its training rows; consider training.early_stopping or load_best, "
+            "fewer steps or more data"
+        )
+    return None
 
 
 def _plot(history: list[dict[str, Any]], title: str) -> tuple[bytes, bytes]:
@@ -142,6 +185,8 @@ def write_report(
             images += [(f"{adapter}: learning rate", f"lr-{adapter}.png", rate)]
     for _, name, data in images:
         (plots_dir / name).write_bytes(data)
+    warnings = {adapter: overfitting(history) for adapter, history in histories.items()}
+    warnings = {adapter: text for adapter, text in warnings.items() if text}
 
     title = f"olive-flows report: {manifest['recipe']['name']} / {manifest['target']['name']}"
     target = manifest["target"]
@@ -160,8 +205,10 @@ def write_report(
             _markdown_table(content) if isinstance(content, list) else f"```\n{content}\n```",
             "",
         ]
-    if images:
-        md += ["## Training", ""] + [f"![{caption}]({REPORT_PLOTS}/{name})" for caption, name, _ in images] + [""]
+    if images or warnings:
+        md += ["## Training", ""] + [f"**Warning: {adapter}**: {text}" for adapter, text in warnings.items()]
+        md += [""] * bool(warnings)
+        md += [f"![{caption}]({REPORT_PLOTS}/{name})" for caption, name, _ in images] + [""]
     md += ["## Resolved recipe", "", f"```yaml\n{recipe_yaml}```", ""]
     (folder / REPORT_MD).write_text("\n".join(md), encoding="utf-8")
 
@@ -169,8 +216,12 @@ def write_report(
     for heading, content in sections:
         body = _html_table(content) if isinstance(content, list) else f"<pre>{html.escape(content)}</pre>"
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
-    if images:
+    if images or warnings:
         parts.append("<h2>Training</h2>")
+        parts += [
+            f'<p class="warning"><strong>Warning: {html.escape(adapter)}</strong>: {html.escape(text)}</p>'
+            for adapter, text in warnings.items()
+        ]
         for caption, _, data in images:
             encoded = base64.b64encode(data).decode()
             parts.append(
@@ -180,7 +231,7 @@ def write_report(
     style = (
         "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
         "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}"
-        "th{background:#f3f3f3}pre{background:#f7f7f7;padding:.75rem;overflow:auto}figure{margin:1rem 0}"
+        "th{background:#f3f3f3}.warning{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem}pre{background:#f7f7f7;padding:.75rem;overflow:auto}figure{margin:1rem 0}"
     )
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>{"".join(parts)}</body></html>\n'
     (folder / REPORT_HTML).write_text(page, encoding="utf-8")

@@ -28,6 +28,9 @@ from olive_flows.package.manifest import (
     up_to_date,
     versions,
 )
+from olive_flows.package.promotion import NotPromoted, losses
+from olive_flows.package.versions import keep_current, read_scores, version_name
+from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
 
 # Checks (and evaluates) a staged package, records its verdict in the manifest it is given, and
@@ -87,6 +90,17 @@ def build_package(
         scores = check(staging, manifest)
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST, manifest)
+        versions_folder = workspace.versions(target)
+        lost = losses(recipe.data["promote"], scores, read_scores(final))
+        if lost:
+            candidate = versions_folder / f"{version_name(staging)}-candidate"
+            versions_folder.mkdir(parents=True, exist_ok=True)
+            replace_dir(staging, candidate)
+            raise NotPromoted(
+                f"package {target}: not promoted (promote.when: better): {'; '.join(lost)}. "
+                f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
+            )
+        keep_current(final, versions_folder, recipe.data["output"]["keep_versions"])
         replace_dir(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

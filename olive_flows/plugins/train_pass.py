@@ -10,16 +10,23 @@ its gradients are the ones the whole-sequence computation gives (the same sum ov
 tokens), at a fraction of the LM head's cost. Models whose forward does not slice its hidden states
 this way (remote code) get Olive's batches unchanged.
 
+They also take two settings of their own, ``early_stopping_patience`` and ``early_stopping_threshold``
+(compiled from ``training.early_stopping``): Olive builds its transformers.Trainer without a way to
+pass callbacks, so while one of these passes trains, transformers' EarlyStoppingCallback sits in
+``transformers.trainer.DEFAULT_CALLBACKS``, which every Trainer adds (as run/training_log.py does).
+
 Olive cannot load a pass from a workflow config: plugins/__init__.py names these in the package config
 it hands Olive (and writes next to the compiled configs for ``olive run``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from typing import Any
 
+from olive.passes.olive_pass import PassConfigParam
 from olive.passes.pytorch.lora import DoRA, LoRA, QLoRA
 
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
@@ -55,18 +62,50 @@ def keep_learned_logits(batch: dict[str, Any]) -> dict[str, Any]:
     return {**batch, "logits_to_keep": keep, "shift_labels": targets[keep]}
 
 
+@contextlib.contextmanager
+def early_stopping(patience: int | None, threshold: float):
+    """With ``patience``, add an EarlyStoppingCallback to every Trainer created inside the block."""
+    if patience is None:
+        yield
+        return
+    from transformers import EarlyStoppingCallback, trainer
+
+    callback = EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
+    logger.info("Early stopping: after %d evaluations without a lower eval_loss (by > %g)", patience, threshold)
+    trainer.DEFAULT_CALLBACKS.append(callback)
+    try:
+        yield
+    finally:
+        trainer.DEFAULT_CALLBACKS.remove(callback)
+
+
 class LearnedLogitsOnly:
     """Mixed into an Olive LoRA-family pass: its trainer's batches ask for the learned logits only."""
 
     learned_logits_only = False  # decided per training run, from the model
 
-    def train_and_save_new_model(self, model: Any, tokenizer: Any, *args: Any, **kwargs: Any) -> Any:
+    @classmethod
+    def _default_config(cls, accelerator_spec: Any) -> dict[str, PassConfigParam]:
+        return {
+            **super()._default_config(accelerator_spec),
+            "early_stopping_patience": PassConfigParam(
+                type_=int | None,
+                default_value=None,
+                description="Stop after this many evaluations in a row without a lower eval_loss (None: never).",
+            ),
+            "early_stopping_threshold": PassConfigParam(
+                type_=float, default_value=0.0, description="Smallest drop of eval_loss that counts as one."
+            ),
+        }
+
+    def train_and_save_new_model(self, model: Any, tokenizer: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
         self.learned_logits_only = keeps_chosen_logits(model)
         if self.learned_logits_only:
             logger.info("Training computes logits only at the learned positions")
         else:
             logger.info("Training computes every logit: this model's forward cannot skip positions")
-        return super().train_and_save_new_model(model, tokenizer, *args, **kwargs)
+        with early_stopping(config.early_stopping_patience, config.early_stopping_threshold):
+            return super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
 
     def collate_batch(self, batch: list[dict], tokenizer: Any) -> dict[str, Any]:
         padded = super().collate_batch(batch, tokenizer)

@@ -65,6 +65,16 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    patience: int
+    min_delta: float
+
+
+EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training (unless eval_every)
+CHECKPOINTS_PER_TRAINING = 4  # a killed run resumes training from the last of these (unless checkpoint_every)
+
+
+@dataclass(frozen=True)
 class Training:
     epochs: float
     learning_rate: float
@@ -79,7 +89,16 @@ class Training:
     seed: int
     gradient_checkpointing: bool
     report_to: tuple[str, ...]
+    load_best: bool
     max_steps: int | None = None
+    eval_every: int | None = None  # None: EVALS_PER_TRAINING evaluations
+    checkpoint_every: int | None = None  # None: CHECKPOINTS_PER_TRAINING checkpoints
+    early_stopping: EarlyStopping | None = None
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether training ends on its best checkpoint (by held-out loss): load_best, or early stopping."""
+        return self.load_best or self.early_stopping is not None
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ class Spec:
                 for name, spec in data["datasets"].items()
             },
             adapters={
-                name: _build(Adapter, spec, name=name, training=_build(Training, spec["training"]))
+                name: _build(Adapter, spec, name=name, training=_training(spec["training"]))
                 for name, spec in data["adapters"].items()
             },
             targets={
@@ -187,12 +206,20 @@ class Spec:
         )
 
 
+def _training(data: dict[str, Any]) -> Training:
+    stopping = data.get("early_stopping")
+    return _build(
+        Training, data, **({"early_stopping": _build(EarlyStopping, stopping)} if stopping is not None else {})
+    )
+
+
 VIEWS = {
     "model": Model,
     "datasets.<name>": Dataset,
     "datasets.<name>.clean": Clean,
     "adapters.<name>": Adapter,
     "adapters.<name>.training": Training,
+    "adapters.<name>.training.early_stopping": EarlyStopping,
     "targets.<name>": Target,
     "targets.<name>.int4": Int4,
     "evaluation": Evaluation,

@@ -27,6 +27,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from olive_flows.layout import MANIFEST
+from olive_flows.serve import requestlog
 from olive_flows.serve.catalog import Catalog
 from olive_flows.serve.engine import Engine, Job
 from olive_flows.serve.errors import ApiError
@@ -135,26 +136,16 @@ def create_app(settings: Settings) -> FastAPI:
             "total_tokens": prompt + job.completion_tokens,
         }
 
-    def record(kind: str, ident: str, body: Common, job: Job, exchange: dict[str, Any]) -> None:
+    def record(kind: str, ident: str, body: Common, job: Job, conversation: dict[str, Any]) -> None:
         if request_log is None or job.finish_reason == "cancelled":
             return
+        sampling = body.sampling().__dict__ | {"max_tokens": job.max_new_tokens, "stop": job.stops}
+        timings = {"queued_s": job.queued_s, "first_token_s": job.first_token_s, "total_s": job.total_s}
+        model_id = catalog.id_of(job.adapter)
         request_log.append(
-            {
-                **exchange,
-                "id": ident,
-                "object": kind,
-                "created": int(time.time()),
-                "model": catalog.id_of(job.adapter),
-                "adapter": job.adapter,
-                "finish_reason": job.finish_reason,
-                "usage": usage(job),
-                "sampling": body.sampling().__dict__ | {"max_tokens": job.max_new_tokens, "stop": job.stops},
-                "timings": {
-                    "queued_s": round(job.queued_s, 4),
-                    "first_token_s": None if job.first_token_s is None else round(job.first_token_s, 4),
-                    "total_s": round(job.total_s, 4),
-                },
-            }
+            requestlog.exchange(
+                ident, kind, model_id, job.adapter, conversation, usage(job), job.finish_reason, sampling, timings
+            )
         )
 
     async def collect(request: Request, job: Job) -> str:
@@ -269,7 +260,7 @@ def create_app(settings: Settings) -> FastAPI:
         body = parse(await request.body(), FeedbackRequest)
         if request_log is None:
             raise ApiError(400, "This server keeps no request log to rate; start it with --log FILE", code="no_log")
-        request_log.append({"feedback": body.model_dump(exclude_none=True), "created": int(time.time())})
+        request_log.append(requestlog.feedback(body.id, body.rating, body.comment))
         return {"id": body.id, "object": "feedback", "rating": body.rating}
 
     app.include_router(v1)

@@ -14,8 +14,42 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+
+def exchange(
+    ident: str,
+    kind: str,
+    model: str,
+    adapter: str | None,
+    conversation: dict[str, Any],
+    usage: dict[str, int],
+    finish_reason: str,
+    sampling: dict[str, Any],
+    timings: dict[str, float | None],
+) -> dict[str, Any]:
+    """One answered request as a log line: ``conversation`` (``messages`` ending with the answer, or
+    ``prompt`` and ``completion``) and what produced it. ``serve`` and ``chat --log`` write the same."""
+    return {
+        **conversation,
+        "id": ident,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "adapter": adapter,
+        "finish_reason": finish_reason,
+        "usage": usage,
+        "sampling": sampling,
+        "timings": {k: None if v is None else round(v, 4) for k, v in timings.items()},
+    }
+
+
+def feedback(ident: str, rating: int, comment: str | None = None) -> dict[str, Any]:
+    """A rating of the exchange ``ident`` as a log line of its own."""
+    rated = {"id": ident, "rating": rating, **({"comment": comment} if comment else {})}
+    return {"feedback": rated, "created": int(time.time())}
 
 
 class RequestLog:

@@ -9,6 +9,7 @@ over the malformed part is skipped instead of failing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -29,10 +30,12 @@ from olive_flows.models.resolve import BUILTIN_PREFIX, model_config, model_facts
 from olive_flows.paths import display_path
 from olive_flows.problems import Problem, UserError, did_you_mean
 from olive_flows.recipe.model import Recipe
+from olive_flows.recipe.views import EVALS_PER_TRAINING
 
 Rule = Callable[[Recipe], Iterator[Problem]]
 RULES: list[Rule] = []
 ROWS_CHECKED_AT_VALIDATION = 5
+GRID_LIMIT = 64  # combinations a grid sweep may have
 
 
 def rule(func: Rule) -> Rule:
@@ -489,6 +492,56 @@ def evaluation_datasets_name_imported_adapters(recipe: Recipe) -> Iterator[Probl
 
 
 @rule
+def promotion_metrics_are_measured(recipe: Recipe) -> Iterator[Problem]:
+    """promote.when: better judges on metrics every run measures: <adapter>/<task metric of its
+    dataset> or <adapter>/perplexity, for an adapter of the recipe."""
+    promote = recipe.data["promote"]
+    if promote["when"] == "better" and not promote["metrics"]:
+        yield recipe.problem(("promote", "metrics"), "promote.when: better needs the metrics to judge by")
+    for index, name in enumerate(promote["metrics"]):
+        adapter, _, metric = name.partition("/")
+        dataset = recipe.spec.dataset_of(adapter) if adapter in recipe.adapters else None
+        measured = ["perplexity", *recipe.data["evaluation"]["metrics"].get(dataset, [])] if dataset else []
+        if adapter not in recipe.adapters:
+            yield recipe.problem(("promote", "metrics", index), *_unknown("adapter", adapter, recipe.adapters))
+        elif metric not in measured:
+            hint = did_you_mean(metric, measured) or f"its metrics: {', '.join(measured)}"
+            yield recipe.problem(("promote", "metrics", index), f"{adapter} is not scored on '{metric}'", hint)
+
+
+@rule
+def sweep_objective_is_measured(recipe: Recipe) -> Iterator[Problem]:
+    """sweep.objective.metric is eval_loss or a metric every run measures (as for promote.metrics);
+    a grid sweep lists choices for each field, and not too many combinations."""
+    sweep = recipe.data.get("sweep")
+    if not sweep:
+        return
+    name = sweep["objective"]["metric"]
+    adapter, _, metric = name.partition("/")
+    dataset = recipe.spec.dataset_of(adapter) if adapter in recipe.adapters else None
+    measured = ["perplexity", *recipe.data["evaluation"]["metrics"].get(dataset, [])] if dataset else []
+    if name != "eval_loss" and adapter not in recipe.adapters:
+        hint = "eval_loss, or <adapter>/<metric> for an adapter of the recipe"
+        yield recipe.problem(("sweep", "objective", "metric"), f"'{name}' is not measured by a run", hint)
+    elif name != "eval_loss" and metric not in measured:
+        hint = did_you_mean(metric, measured) or f"its metrics: {', '.join(measured)}"
+        yield recipe.problem(("sweep", "objective", "metric"), f"{adapter} is not scored on '{metric}'", hint)
+    if sweep["sampler"] != "grid":
+        return
+    combinations = 1
+    for path, values in sweep.get("parameters", {}).items():
+        if "choices" not in values:
+            yield recipe.problem(("sweep", "parameters", path), "a grid sweep needs choices, not a range")
+        combinations *= len(values.get("choices", [None]))
+    if combinations > GRID_LIMIT:
+        yield recipe.problem(
+            ("sweep", "sampler"),
+            f"the grid has {combinations} combinations, more than {GRID_LIMIT}",
+            "fewer choices, or sampler: tpe",
+        )
+
+
+@rule
 def remote_code_is_announced(recipe: Recipe) -> Iterator[Problem]:
     """trust_remote_code runs Python code shipped with the model; say so every time it is on."""
     if recipe.data["model"]["trust_remote_code"]:
@@ -496,3 +549,113 @@ def remote_code_is_announced(recipe: Recipe) -> Iterator[Problem]:
             ("model", "trust_remote_code"),
             f"the Python code shipped with {recipe.data['model']['id']} will run on this machine (trust_remote_code)",
         )
+
+
+def _held_out_gap(recipe: Recipe, dataset: str) -> str | None:
+    """Why dataset ``dataset`` (not a mix) holds out no rows, or None when it does (or cannot be told)."""
+    spec = recipe.datasets[dataset]
+    if "eval_path" in spec:
+        path = recipe.data_file(dataset, "eval_path")
+        if not path.is_file():
+            return None  # reported by data_files_match_format
+        try:
+            if next(islice(iter_local(path, spec.get("table")), 1), None) is None:
+                return f"datasets.{dataset}.eval_path ({display_path(path)}) has no rows"
+        except (UserError, OSError, ValueError):
+            return None
+        return None
+    if not spec.get("eval_split"):
+        return f"datasets.{dataset}.eval_split is {spec.get('eval_split', 0)}: no rows are held out"
+    return None
+
+
+def _best_checkpoint_field(training: dict) -> str | None:
+    """The training field that makes it end on its best checkpoint, or None."""
+    if training.get("early_stopping") is not None:
+        return "early_stopping"
+    return "load_best" if training.get("load_best") else None
+
+
+@rule
+def best_checkpoint_needs_held_out_rows(recipe: Recipe) -> Iterator[Problem]:
+    """early_stopping and load_best compare held-out losses (eval_loss), so the adapter's dataset holds
+    rows out (a mix pools the held-out rows of its parts: one part with some is enough)."""
+    for name, adapter in recipe.adapters.items():
+        field = _best_checkpoint_field(adapter.get("training") or {})
+        dataset = adapter.get("dataset")
+        if not field or dataset not in recipe.datasets:
+            continue
+        parts = [p for p in recipe.datasets[dataset].get("mix") or [dataset] if p in recipe.datasets]
+        gaps = [_held_out_gap(recipe, part) for part in parts if "mix" not in recipe.datasets[part]]
+        if gaps and all(gaps):
+            yield recipe.problem(
+                ("adapters", name, "training", field),
+                f"{field} compares held-out losses (eval_loss), and {gaps[0]}",
+                f"give datasets.{dataset} held-out rows: eval_split (for example 0.1) or eval_path",
+            )
+
+
+ROWS_COUNTED_FOR_STEPS = 10_000  # enough rows that a training with epochs evaluates often enough
+
+
+def _estimated_steps(recipe: Recipe, dataset: str, training: dict) -> int | None:
+    """The optimizer steps of a training with epochs, from the rows of a local file (counted up to
+    ROWS_COUNTED_FOR_STEPS: then a lower bound), or None when they cannot be counted at validation."""
+    spec = recipe.datasets.get(dataset) or {}
+    if "path" not in spec or "mix" in spec or not recipe.data_file(dataset).is_file():
+        return None
+    try:
+        rows = sum(1 for _ in islice(iter_local(recipe.data_file(dataset), spec.get("table")), ROWS_COUNTED_FOR_STEPS))
+    except (UserError, OSError, ValueError):
+        return None
+    held_out = 0 if "eval_path" in spec else math.ceil(rows * spec["eval_split"])
+    train_rows = rows - held_out - (math.ceil(rows * spec["test_split"]) if spec["test_split"] else 0)
+    if spec.get("max_samples"):
+        train_rows = min(train_rows, spec["max_samples"])
+    batches = math.ceil(max(train_rows, 1) / training["batch_size"])
+    return max(1, math.ceil(batches / training["grad_accum"] * training["epochs"]))
+
+
+@rule
+def early_stopping_can_stop(recipe: Recipe) -> Iterator[Problem]:
+    """Early stopping stops after a first evaluation to beat and then ``patience`` without improvement:
+    a training that evaluates fewer times than patience + 1 always runs to the end."""
+
+    for name, adapter in recipe.adapters.items():
+        training = adapter.get("training") or {}
+        stopping = training.get("early_stopping")
+        if stopping is None:
+            continue
+        steps = training.get("max_steps") or _estimated_steps(recipe, adapter.get("dataset"), training)
+        if not steps:
+            continue
+        eval_steps = training.get("eval_every") or max(1, steps // EVALS_PER_TRAINING)
+        evaluations, needed = steps // eval_steps, stopping["patience"] + 1
+        if evaluations < needed:
+            how = (
+                f"{steps} steps"
+                if training.get("max_steps")
+                else f"about {steps} steps ({training['epochs']:g} epochs)"
+            )
+            yield recipe.warning(
+                ("adapters", name, "training", "early_stopping"),
+                f"early stopping can never stop this training: it evaluates the held-out loss {evaluations} "
+                f"time(s) (every {eval_steps} of {how}), and stopping takes patience + 1 = {needed} evaluations "
+                f"(a first one to beat, then {stopping['patience']} without improvement)",
+                "set a smaller eval_every, or train for more steps",
+            )
+
+
+@rule
+def checkpoints_fall_on_evaluations(recipe: Recipe) -> Iterator[Problem]:
+    """Ending on the best checkpoint needs a checkpoint at an evaluation: checkpoint_every is rounded up
+    to a multiple of eval_every (compile/workflow.py); say so when that changes the value set."""
+    for name, adapter in recipe.adapters.items():
+        training = adapter.get("training") or {}
+        every, evals = training.get("checkpoint_every"), training.get("eval_every")
+        if _best_checkpoint_field(training) and every and evals and every % evals:
+            yield recipe.warning(
+                ("adapters", name, "training", "checkpoint_every"),
+                f"checkpoints are saved every {math.ceil(every / evals) * evals} steps, not {every}: with "
+                f"{_best_checkpoint_field(training)} each checkpoint must fall on an evaluation (eval_every {evals})",
+            )

@@ -1,0 +1,119 @@
+"""A run keeps the package it replaces (output.keep_versions); ``olive-flows versions`` lists them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_recipe, write_recipe
+
+from olive_flows.console import Console
+from olive_flows.package.versions import keep_current, list_versions
+from olive_flows.pipeline import run_recipe
+from olive_flows.validate.load import load_recipe
+
+
+def fake_package(folder, inputs: str, built: float) -> None:
+    folder.mkdir(parents=True)
+    manifest = {"recipe": {"sha256": "r" * 64}, "inputs_sha256": inputs * 8, "files": {"model.onnx": {"size": 10}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "eval.json").write_text(json.dumps({"adapters": {"dates": {"metrics": {"exact_match": 0.5}}}}))
+    os.utime(folder / "manifest.json", (built, built))
+
+
+def test_kept_versions_are_moved_whole_and_the_oldest_go_first(tmp_path):
+    current, versions = tmp_path / "cpu", tmp_path / "_versions" / "cpu"
+    for number in range(4):
+        fake_package(current, f"{number}", 1_800_000_000 + number * 60)
+        kept = keep_current(current, versions, keep=2)
+        assert kept.name.endswith(f"-{number}{number}{number}{number}{number}{number}{number}{number}")
+        assert not current.exists() and (kept / "eval.json").is_file()
+    assert [v.folder.name[-8:] for v in list_versions(current, versions)] == ["33333333", "22222222"]
+    assert keep_current(current, versions, keep=2) is None, "nothing to keep"
+    fake_package(current, "9", 1_900_000_000)
+    assert keep_current(current, versions, keep=0) is None and current.is_dir(), "keep_versions: 0 keeps none"
+    listed = list_versions(current, versions)
+    assert listed[0].label == "current" and listed[0].headline() == {"dates/exact_match": 0.5}
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_the_package_it_replaces(tiny_model, tmp_path):
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    recipe["output"]["keep_versions"] = 1
+    path = write_recipe(tmp_path, recipe)
+    first = run_recipe(load_recipe(path), console=Console(io.StringIO())).packages["cpu"]
+    built_first = json.loads((first / "manifest.json").read_text())["inputs_sha256"]
+    for steps in (4, 5):
+        run_recipe(load_recipe(path, [f"adapters.dates.training.max_steps={steps}"]), console=Console(io.StringIO()))
+    kept = list((tmp_path / "out" / "tiny" / "_versions" / "cpu").iterdir())
+    assert len(kept) == 1, "keep_versions: 1"
+    assert json.loads((kept[0] / "manifest.json").read_text())["inputs_sha256"] != built_first, "the oldest went"
+    assert (kept[0] / "eval.json").is_file() and (kept[0] / "adapters" / "dates.onnx_adapter").is_file()
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "olive_flows", "versions", str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "cpu: 2 packages"
+    assert lines[1].lstrip().startswith("current") and lines[3].lstrip().startswith(kept[0].name)
+    assert "dates/exact_match" in lines[2] and "MB" in lines[1]
+
+
+def test_promotion_verdicts():
+    from olive_flows.package.promotion import losses
+
+    current = {"adapters": {"dates": {"metrics": {"exact_match": 0.8}, "perplexity": {"onnx": 2.0}}}}
+    better = {"promote": {"when": "better", "metrics": ["dates/exact_match", "dates/perplexity"], "tolerance": 0.01}}
+    same = {"adapters": {"dates": {"metrics": {"exact_match": 0.795}, "perplexity": {"onnx": 2.005}}}}
+    assert losses(better["promote"], same, current) == [], "within the tolerance"
+    worse = {"adapters": {"dates": {"metrics": {"exact_match": 0.7}, "perplexity": {"onnx": 2.5}}}}
+    found = losses(better["promote"], worse, current)
+    assert len(found) == 2 and found[0].startswith("dates/exact_match 0.7 against the current package's 0.8")
+    assert losses(better["promote"], worse, None) == [], "the first package is always promoted"
+    broken = {"adapters": {"dates": {"metrics": {"exact_match": 0.8}, "perplexity": {"onnx": float("nan")}}}}
+    assert len(losses(better["promote"], broken, current)) == 1, "a perplexity that is not a number loses"
+    assert losses({**better["promote"], "when": "always"}, worse, current) == []
+
+
+@pytest.mark.slow
+def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp_path):
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    recipe["promote"] = {"when": "better", "metrics": ["dates/perplexity"], "tolerance": 0}
+    path = write_recipe(tmp_path, recipe)
+    command = [sys.executable, "-m", "olive_flows", "run", str(path)]
+    assert subprocess.run(command, capture_output=True, text=True, cwd=tmp_path).returncode == 0
+    current = tmp_path / "out" / "tiny" / "cpu"
+    kept_inputs = json.loads((current / "manifest.json").read_text())["inputs_sha256"]
+
+    worse = [f"adapters.dates.training.{k}" for k in ("max_steps=10", "learning_rate=20")]  # diverges
+    rerun = subprocess.run([*command, *worse], capture_output=True, text=True, cwd=tmp_path)
+    assert rerun.returncode == 8, rerun.stderr[-2000:]
+    assert "not promoted (promote.when: better): dates/perplexity" in rerun.stderr
+    assert json.loads((current / "manifest.json").read_text())["inputs_sha256"] == kept_inputs, "current stays"
+    candidates = list((tmp_path / "out" / "tiny" / "_versions" / "cpu").glob("*-candidate"))
+    assert len(candidates) == 1 and (candidates[0] / "eval.json").is_file()
+    shown = subprocess.run(
+        [sys.executable, "-m", "olive_flows", "versions", str(path)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert candidates[0].name in shown.stdout and "current" in shown.stdout
+    compared = subprocess.run(
+        [sys.executable, "-m", "olive_flows", "compare", str(current), str(candidates[0]), "--html", "c.html"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert compared.returncode == 0, compared.stderr
+    row = next(line for line in compared.stdout.splitlines() if line.startswith("dates/perplexity"))
+    best, worst = (json.loads((p / "eval.json").read_text()) for p in (current, candidates[0]))
+    assert row.split()[1:] == [str(s["adapters"]["dates"]["perplexity"]["onnx"]) for s in (best, worst)]
+    assert "sample answers (A | B):" in compared.stdout and "different held-out rows" not in compared.stdout
+    assert "<h1>olive-flows compare</h1>" in (tmp_path / "c.html").read_text()
+    refused = subprocess.run(
+        [sys.executable, "-m", "olive_flows", "compare", str(current), str(tmp_path)], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "not a package folder" in refused.stderr
