@@ -55,3 +55,44 @@ def test_a_rated_session_becomes_training_rows(tiny_package, tmp_path):
     )
     assert "ratings: 2 1, 5 1, unrated 1" in check.stdout, check.stdout + check.stderr
     assert "2 below the rating filter" in check.stdout
+
+
+def test_a_rated_chat_log_trains_an_adapter(tiny_package, tiny_model, tmp_path):
+    """Four answers rated 4 or 5 (of six) train an adapter of the tiny Llama, packaged and switchable."""
+    questions = [f"Normalize this date: {day} March 2021" for day in range(1, 7)]
+    ratings = ["5", "4", "5", "2", "5", ""]
+    session = "".join(f"{q}\n" + (f"/rate {r}\n" if r else "") for q, r in zip(questions, ratings, strict=True))
+    log = tmp_path / "chat.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "olive_flows",
+        "chat",
+        str(tiny_package),
+        "--max-new-tokens",
+        "4",
+        "--adapter",
+        "contacts",
+    ]
+    subprocess.run([*command, "--log", str(log)], input=session + "/quit\n", text=True, check=True, timeout=300)
+
+    from conftest import tiny_recipe
+
+    from olive_flows.console import Console
+    from olive_flows.pipeline import run_recipe
+    from olive_flows.validate.load import load_recipe
+
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    recipe["datasets"] = {"rated": {"path": str(log), "rating": {"min": 4}, "eval_split": 0.25}}
+    recipe["adapters"] = {"rated": {"dataset": "rated", "r": 4, "training": recipe["adapters"]["dates"]["training"]}}
+    recipe["evaluation"]["metrics"] = {}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    import io
+
+    result = run_recipe(load_recipe(tmp_path / "recipe.yaml"), console=Console(io.StringIO()))
+    manifest = json.loads((result.packages["cpu"] / "manifest.json").read_text())
+    assert (
+        manifest["adapters"]["rated"]["dataset"]["rows"]["train"]
+        + manifest["adapters"]["rated"]["dataset"]["rows"]["eval"]
+        == 4
+    ), "the four answers rated 4 or 5"

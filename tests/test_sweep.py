@@ -107,10 +107,10 @@ def test_the_best_recipe_extends_the_swept_one_without_its_sweep(tmp_path):
     assert "sweep" not in recipe.data and recipe.data["adapters"]["a"]["r"] == 8
 
 
-def test_jobs_other_than_one_are_refused(tmp_path, capsys):
+def test_jobs_below_one_are_refused(tmp_path, capsys):
     path = sweep_recipe(tmp_path, {"parameters": {"adapters.a.r": {"choices": [4, 8]}}})
-    assert main(["sweep", str(path), "--jobs", "2"]) == 2
-    assert "--storage" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -138,3 +138,23 @@ def test_a_random_sweep_runs_resumes_and_writes_a_best_recipe(tiny_model, tmp_pa
 
     result = run_recipe(load_recipe(best), offline=True, console=Console(io.StringIO()))
     assert result.packages["cpu"].is_dir()
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_share_one_study_and_the_best_is_packaged(tiny_model, tmp_path, capsys):
+    """--jobs 2: two processes, each in its own folder, fill one study; --package-best builds the winner."""
+    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+    recipe["sweep"] = {
+        "trials": 2,
+        "sampler": "random",
+        "parameters": {"adapters.dates.training.learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}},
+    }
+    path = write_recipe(tmp_path, recipe)
+    assert main(["sweep", str(path), "--jobs", "2", "--package-best", "--offline"]) == 0
+    out = capsys.readouterr().out
+    sweep = tmp_path / "out" / "tiny" / "_work" / "sweep"
+    logs = [(sweep / f"worker-{n}.log").read_text() for n in (0, 1)]
+    assert all("trial " in log for log in logs), "both processes ran trials"
+    assert (sweep / "worker-0" / "tiny").is_dir() and (sweep / "worker-1" / "tiny").is_dir()
+    assert out.count("complete") >= 2 and (tmp_path / "tiny.best.yaml").is_file()
+    assert (tmp_path / "out" / "tiny" / "cpu" / "manifest.json").is_file(), "--package-best built the winner"

@@ -18,33 +18,30 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--jobs",
         type=int,
         default=1,
-        help="trials at once in this process: only 1 (trials share the recipe's output folder); to run "
-        "several at once, start one sweep per process or machine with the same --storage and its own output.dir",
+        help="trials at once, each in a process of its own with its own output folder under _work/sweep/ "
+        "(default 1: trials one after another in the recipe's folder, sharing its data splits and Olive's cache)",
     )
     parser.add_argument(
         "--storage", help="an Optuna storage URL shared by several sweeps (default: SQLite in _work/sweep/)"
     )
     parser.add_argument("--package-best", action="store_true", help="then run the best recipe to build its package")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face hubs")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.jobs != 1:
-        raise UserError(
-            [
-                Problem(
-                    Location("--jobs"),
-                    "",
-                    "trials of one sweep run one at a time: they share the recipe's output folder and its run lock",
-                    "run several `olive-flows sweep` processes with the same --storage URL, each with its own output.dir=...",
-                )
-            ]
-        )
+    if args.jobs < 1:
+        raise UserError([Problem(Location("--jobs"), "", f"--jobs must be at least 1, not {args.jobs}")])
     from olive_flows.sweep.report import best_trial, report_html, write_best_recipe
-    from olive_flows.sweep.study import leaderboard_text, run_sweep
+    from olive_flows.sweep.study import leaderboard_text, run_sweep, run_workers
 
-    result = run_sweep(args.recipe, args.overrides, trials=args.trials, storage=args.storage, offline=args.offline)
+    if args.jobs > 1:
+        result = run_workers(args.recipe, args.overrides, args.jobs, args.trials, args.storage, args.offline)
+    else:
+        result = run_sweep(args.recipe, args.overrides, trials=args.trials, storage=args.storage, offline=args.offline)
+    if args.worker:
+        return 0
     study, sweep = result.study, result.sweep
     print(leaderboard_text(study, sweep))
     report = result.folder / "report.html"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +212,51 @@ def run_sweep(
         if new >= 3 * total:  # trials that keep failing do not count; stop rather than retry forever
             break
     return SweepResult(study, sweep, study_folder(recipe), new)
+
+
+def run_workers(
+    ref: str | Path,
+    overrides: Sequence[str],
+    jobs: int,
+    trials: int | None,
+    storage: str | None,
+    offline: bool,
+    console: Console | None = None,
+) -> SweepResult:
+    """``--jobs J``: J sweep processes sharing one study, each with its own output folder under the
+    study's (its own data splits and Olive cache: one recipe folder admits one run at a time). Each
+    starts a trial while the study has fewer than ``trials`` finished, so up to J - 1 more may finish."""
+    console = console or Console()
+    recipe = load_recipe(ref, overrides)
+    sweep = read_sweep(recipe, ref, overrides)
+    folder = study_folder(recipe)
+    storage = storage or f"sqlite:///{folder / 'study.db'}"
+    study = open_study(recipe, sweep, storage)  # created once, before the workers
+    before = len(study.trials)
+    options = ["--storage", storage, "--trials", str(trials or sweep.trials), "--worker"]
+    options += ["--offline"] if offline else []
+    workers = []
+    for number in range(jobs):
+        log = folder / f"worker-{number}.log"
+        own = f"output.dir={folder / f'worker-{number}'}"  # overrides go before the options
+        command = [sys.executable, "-m", "olive_flows", "sweep", str(ref), *overrides, own, *options]
+        with open(log, "w") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=out)
+        workers.append((process, log))
+    console.say(f"{jobs} sweep processes; their output: {', '.join(str(log) for _, log in workers)}")
+    failed = [(log, process.wait()) for process, log in workers]
+    failed = [(log, code) for log, code in failed if code != 0]
+    if failed:
+        tail = failed[0][0].read_text(errors="replace").splitlines()[-15:]
+        raise UserError(
+            [
+                Problem(
+                    Location(str(failed[0][0])), "", f"a sweep process exited with {failed[0][1]}:\n" + "\n".join(tail)
+                )
+            ]
+        )
+    study = open_study(recipe, sweep, storage)
+    return SweepResult(study, sweep, folder, len(study.trials) - before)
 
 
 def _grid_done(study: Any, sweep: Sweep) -> bool:
