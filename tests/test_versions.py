@@ -113,6 +113,15 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     assert row.split()[1:] == [str(s["adapters"]["dates"]["perplexity"]["onnx"]) for s in (best, worst)]
     assert "sample answers (A | B):" in compared.stdout and "different held-out rows" not in compared.stdout
     assert "<h1>olive-flows compare</h1>" in (tmp_path / "c.html").read_text()
+    again = subprocess.run(
+        [sys.executable, "-m", "olive_flows", "compare", str(candidates[0]), str(current), "--rescore"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0 and "scored again now, on the same held-out rows" in again.stdout, again.stderr
+    row = next(line for line in again.stdout.splitlines() if line.startswith("dates/perplexity"))
+    assert row.split()[2] == str(best["adapters"]["dates"]["perplexity"]["onnx"]), "the same rows, the same score"
     refused = subprocess.run(
         [sys.executable, "-m", "olive_flows", "compare", str(current), str(tmp_path)], capture_output=True, text=True
     )

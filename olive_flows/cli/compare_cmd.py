@@ -16,18 +16,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("a", help="a package folder (a recipe's current one, or one under _versions/)")
     parser.add_argument("b", help="the package folder to compare it with")
     parser.add_argument("--html", default="compare.html", metavar="FILE", help="the HTML page (default: compare.html)")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score both again now, on the held-out rows the recipe's output folder holds (the latest run's)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from olive_flows.evaluate.compare import compare, page, text, version_at
+    from olive_flows.console import Console
+    from olive_flows.evaluate.compare import compare, page, rescored, text, version_at
 
     for folder in (args.a, args.b):
         if not is_package(Path(folder)):
             raise UserError(
                 f"{folder}: not a package folder (no manifest.json); `olive-flows versions RECIPE` lists them"
             )
-    result = compare(version_at(Path(args.a)), version_at(Path(args.b)))
+    a, b = version_at(Path(args.a)), version_at(Path(args.b))
+    if args.rescore:
+        a, b = rescored(a, b, Console())
+    result = compare(a, b, rescore=args.rescore)
     print(text(result))
     write_text_atomic(Path(args.html), page(result))
     print(f"\nwrote {args.html}")

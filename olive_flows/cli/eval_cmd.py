@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, REPORT_MD, RESOLVED_RECIPE, is_package
+from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, REPORT_MD, is_package
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
 
@@ -44,19 +44,13 @@ def packages_of(target: str, overrides: list[str]) -> list[Path]:
 def evaluate_folder(package: Path, overrides: list[str]) -> Path:
     """Evaluate one package folder in place, as a run does, and re-hash its manifest; return the log."""
     from olive_flows.console import Console
-    from olive_flows.evaluate.assess import assess_package
+    from olive_flows.evaluate.assess import assess_package, package_recipe
     from olive_flows.files import write_json
     from olive_flows.layout import Workspace
     from olive_flows.package.manifest import file_table
-    from olive_flows.recipe.model import Recipe
-    from olive_flows.recipe.read import apply_overrides
-    from olive_flows.recipe.source import SourceMap
-    from olive_flows.validate.schema import with_defaults
 
     manifest = json.loads((package / MANIFEST).read_text())
-    resolved = json.loads((package / RESOLVED_RECIPE).read_text())
-    data = with_defaults(apply_overrides(resolved, SourceMap(), [o for o in overrides if o.startswith("evaluation.")]))
-    recipe = Recipe(data, data, display_path(package / RESOLVED_RECIPE), SourceMap())
+    recipe = package_recipe(package, overrides)
     workspace = Workspace(package.resolve().parent)
     with workspace.locked():
         log = workspace.new_run("-eval") / "logs" / f"eval-{manifest['target']['name']}.log"

@@ -24,7 +24,7 @@ from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available, provider_load_failure
 from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
 from olive_flows.files import write_json
-from olive_flows.layout import EVAL, TRAINING_LOG, Workspace
+from olive_flows.layout import EVAL, RESOLVED_RECIPE, TRAINING_LOG, Workspace
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
 
@@ -121,3 +121,16 @@ def show(evaluation: dict[str, Any], console: Console) -> None:
     console.detail(
         "decode: " + ", ".join(f"{label} {entry['decode_tokens_per_s']:.1f} tok/s" for label, entry in speeds)
     )
+
+
+def package_recipe(package: Path, overrides: list[str] | None = None) -> Recipe:
+    """The recipe a package was built from (its recipe.json), with ``evaluation.*`` overrides applied:
+    what evaluating the package again needs, whatever the recipe file says today."""
+    from olive_flows.recipe.read import apply_overrides
+    from olive_flows.recipe.source import SourceMap
+    from olive_flows.validate.schema import with_defaults
+
+    resolved = json.loads((package / RESOLVED_RECIPE).read_text(encoding="utf-8"))
+    evaluation = [o for o in overrides or [] if o.startswith("evaluation.")]
+    data = with_defaults(apply_overrides(resolved, SourceMap(), evaluation))
+    return Recipe(data, data, display_path(package / RESOLVED_RECIPE), SourceMap())

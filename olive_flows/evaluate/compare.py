@@ -1,18 +1,23 @@
 """Two packages side by side (``olive-flows compare``): the scores each one's evaluation recorded,
-on held-out rows that are the same when the datasets' fingerprints match, and their sample answers.
-
-Nothing is re-measured: a package's eval.json holds the metrics, perplexity and speed its run
-measured, so comparing two versions costs nothing and cannot drift from what the runs reported.
+on held-out rows that are the same when the datasets' fingerprints match, and their sample answers;
+or, with ``--rescore``, both scored again in one run on the same held-out rows (a new adapter trained
+on more data against the one in use: their runs held out different rows).
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from olive_flows.console import Console
+from olive_flows.evaluate.assess import package_recipe
+from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
+from olive_flows.evaluate.runtime import PackageRuntime
+from olive_flows.layout import Workspace
 from olive_flows.package.versions import Version
+from olive_flows.problems import UserError
 
 
 @dataclass(frozen=True)
@@ -24,9 +29,37 @@ class Comparison:
     rows: list[tuple[str, Any, Any]]
     same_rows: dict[str, bool]  # adapter -> whether both scored it on the same held-out rows
     samples: list[tuple[str, str, Any, Any]]  # prompt, model (base or adapter), answer of A, of B
+    rescored: bool = False  # both scored again in this run, on the same rows
 
 
-def compare(a: Version, b: Version) -> Comparison:
+def rescored(a: Version, b: Version, console: Console) -> tuple[Version, Version]:
+    """Both packages scored again, side by side in this run, on the held-out rows their recipe's
+    output folder holds now (those of the latest run, which B usually is): task metrics, ONNX
+    perplexity, speed and samples from the same rows and prompts. The PyTorch side is left out:
+    only the packages are compared."""
+    workspace = Workspace(_recipe_root(b.folder))
+    recipe = package_recipe(b.folder)
+    subject = replace(EvalSubject.of(recipe, b.manifest, workspace), peft={}, model_path=None)
+    found = []
+    for version in (a, b):
+        runtime = PackageRuntime(version.folder)
+        adapters = [n for n in runtime.adapter_names if n in subject.rows]
+        own = replace(subject, rows={n: subject.rows[n] for n in adapters})
+        scores = evaluate_package(recipe, version.folder, own, runtime, console, f"scoring {version.label}")
+        found.append(replace(version, scores=scores))
+    return found[0], found[1]
+
+
+def _recipe_root(package: Path) -> Path:
+    """The recipe output folder a package belongs to: its parent, or for a kept version
+    (``_versions/<target>/<version>/``) three levels up."""
+    for root in (package.parent, *package.parents[1:3]):
+        if (root / "_data").is_dir():
+            return root
+    raise UserError(f"{package}: not inside a recipe's output folder (no _data/ beside it): cannot score it again")
+
+
+def compare(a: Version, b: Version, rescore: bool = False) -> Comparison:
     rows: list[tuple[str, Any, Any]] = [("size (MB)", round(a.size_mb, 1), round(b.size_mb, 1))]
     adapters_a, adapters_b = a.scores.get("adapters", {}), b.scores.get("adapters", {})
     base_a, base_b = a.scores.get("base", {}), b.scores.get("base", {})
@@ -46,7 +79,7 @@ def compare(a: Version, b: Version) -> Comparison:
         rows.append((f"{adapter} decode (tokens/s)", one.get("decode_tokens_per_s"), two.get("decode_tokens_per_s")))
         data_a = a.manifest.get("adapters", {}).get(adapter, {}).get("dataset") or {}
         data_b = b.manifest.get("adapters", {}).get(adapter, {}).get("dataset") or {}
-        same_rows[adapter] = bool(data_a.get("sha256")) and data_a.get("sha256") == data_b.get("sha256")
+        same_rows[adapter] = rescore or (bool(data_a.get("sha256")) and data_a.get("sha256") == data_b.get("sha256"))
     answers_b = {s["prompt"]: s for s in b.scores.get("samples", [])}
     samples = [
         (sample["prompt"], model, sample.get(model), answers_b[sample["prompt"]].get(model))
@@ -55,13 +88,15 @@ def compare(a: Version, b: Version) -> Comparison:
         for model in sample
         if model != "prompt"
     ]
-    return Comparison(a, b, rows, same_rows, samples)
+    return Comparison(a, b, rows, same_rows, samples, rescore)
 
 
 def text(result: Comparison) -> str:
     """The comparison as terminal lines."""
     width = max(len(name) for name, _, _ in result.rows)
-    lines = [f"A: {result.a.folder} ({result.a.label})", f"B: {result.b.folder} ({result.b.label})", ""]
+    lines = [f"A: {result.a.folder} ({result.a.label})", f"B: {result.b.folder} ({result.b.label})"]
+    how = "scored again now, on the same held-out rows" if result.rescored else "as their runs scored them"
+    lines += [how, ""]
     lines.append(f"{'':<{width}}  {'A':>12}  {'B':>12}")
     lines += [f"{name:<{width}}  {_shown(x):>12}  {_shown(y):>12}" for name, x, y in result.rows]
     for adapter, same in result.same_rows.items():
