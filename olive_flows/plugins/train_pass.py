@@ -29,6 +29,7 @@ from typing import Any
 from olive.passes.olive_pass import PassConfigParam
 from olive.passes.pytorch.lora import DoRA, LoRA, QLoRA
 
+from olive_flows.callbacks import on_every_trainer
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
 
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
@@ -68,15 +69,12 @@ def early_stopping(patience: int | None, threshold: float):
     if patience is None:
         yield
         return
-    from transformers import EarlyStoppingCallback, trainer
+    from transformers import EarlyStoppingCallback
 
     callback = EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)
     logger.info("Early stopping: after %d evaluations without a lower eval_loss (by > %g)", patience, threshold)
-    trainer.DEFAULT_CALLBACKS.append(callback)
-    try:
+    with on_every_trainer(callback):
         yield
-    finally:
-        trainer.DEFAULT_CALLBACKS.remove(callback)
 
 
 class LearnedLogitsOnly:

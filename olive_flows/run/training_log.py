@@ -13,8 +13,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from transformers import TrainerCallback, trainer
+from transformers import TrainerCallback
 
+from olive_flows.callbacks import on_every_trainer
 from olive_flows.console import Console, Progress
 
 
@@ -59,9 +60,5 @@ class TrainingRecorder(TrainerCallback):
 @contextlib.contextmanager
 def record_training(console: Console, label: str) -> Iterator[TrainingRecorder]:
     """Attach a TrainingRecorder to every Trainer created inside the block."""
-    recorder = TrainingRecorder(console, label)
-    trainer.DEFAULT_CALLBACKS.append(recorder)
-    try:
+    with on_every_trainer(TrainingRecorder(console, label)) as recorder:
         yield recorder
-    finally:
-        trainer.DEFAULT_CALLBACKS.remove(recorder)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olive_flows.callbacks import attached, on_every_trainer
 from olive_flows.console import Console
 from olive_flows.layout import TRAINING_LOG, RunInProgress, Workspace
 from olive_flows.problems import Location, Problem, UserError
@@ -63,12 +64,10 @@ class PruningCallback:
         self.pruned_at: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from transformers import trainer
-
         from olive_flows.run.training_log import TrainingRecorder
 
-        label = next((c.label for c in trainer.DEFAULT_CALLBACKS if isinstance(c, TrainingRecorder)), "")
-        adapter = label.removesuffix(" training")
+        recorder = attached(TrainingRecorder)
+        adapter = recorder.label.removesuffix(" training") if recorder else ""
         self.index = self.adapters.index(adapter) if adapter in self.adapters else None
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -87,14 +86,8 @@ class PruningCallback:
 
 @contextlib.contextmanager
 def pruning(trial: Any, adapters: list[str]) -> Iterator[PruningCallback]:
-    from transformers import trainer
-
-    callback = PruningCallback(trial, adapters)
-    trainer.DEFAULT_CALLBACKS.append(callback)
-    try:
+    with on_every_trainer(PruningCallback(trial, adapters)) as callback:
         yield callback
-    finally:
-        trainer.DEFAULT_CALLBACKS.remove(callback)
 
 
 def objective_value(sweep: Sweep, recipe: Recipe, scores: dict[str, Any]) -> float:
