@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -43,7 +42,9 @@ import numpy as np
 from olive_flows import metadata
 from olive_flows.data.prepare import clean_rows, read_dataset, split_rows
 from olive_flows.data.tokenize import IGNORE, Encoded, encode_chat
-from olive_flows.evaluate.perplexity import token_nll
+from olive_flows.evaluate.perplexity import onnx_logits, token_nll
+from olive_flows.evaluate.runtime import PackageRuntime
+from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import write_json
 from olive_flows.models.builtin import materialize
 from olive_flows.plugins.model_builder_pass import builder_options
@@ -242,49 +243,6 @@ def eval_rows(limit: int) -> list[dict[str, Any]]:
     return [row for rows in per_dataset for row in rows[:share]][:limit]
 
 
-class Runtime:
-    """One model folder under onnxruntime-genai."""
-
-    def __init__(self, folder: Path, threads: int | None) -> None:
-        import onnxruntime_genai as og
-
-        self._og = og
-        config = og.Config(str(folder))
-        if threads:
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        self.model = og.Model(config)
-
-    def generator(self, max_length: int, **options: Any) -> Any:
-        """A greedy generator; seeded although greedy draws nothing (an unseeded one reads RDRAND
-        624 times, slow on some virtual machines: see evaluate/runtime.py)."""
-        params = self._og.GeneratorParams(self.model)
-        params.set_search_options(max_length=max_length, do_sample=False, random_seed=0, **options)
-        return self._og.Generator(self.model, params)
-
-    def decode(self, prompt: list[int], new_tokens: int) -> dict[str, float]:
-        """Time to first token (the prefill) and tokens/s of the next ``new_tokens - 1`` tokens; EOS
-        cannot end it early (min_length)."""
-        length = len(prompt) + new_tokens
-        generator = self.generator(length, min_length=length)
-        started = time.perf_counter()
-        generator.append_tokens(prompt)
-        generator.generate_next_token()
-        first = time.perf_counter()
-        produced = 1
-        while produced < new_tokens and not generator.is_done():
-            generator.generate_next_token()
-            produced += 1
-        done = time.perf_counter()
-        return {"time_to_first_token_ms": (first - started) * 1e3, "tokens_per_s": (produced - 1) / (done - first)}
-
-    def logits(self, example: Encoded) -> np.ndarray:
-        """Logits for every position of ``example`` ([seq, vocab]): the prompt's logits as
-        olive-flows' perplexity reads them (get_output, not get_logits, which gives the last only)."""
-        generator = self.generator(len(example.input_ids) + 1)
-        generator.append_tokens(example.input_ids)
-        return np.asarray(generator.get_output("logits"), dtype=np.float32)[0]
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -295,7 +253,7 @@ def scored_positions(example: Encoded) -> np.ndarray:
     return np.flatnonzero(np.array(example.labels[1:]) != IGNORE)
 
 
-def quality(runtimes: dict[str, Runtime], examples: list[Encoded]) -> dict[str, dict[str, float]]:
+def quality(runtimes: dict[str, PackageRuntime], examples: list[Encoded]) -> dict[str, dict[str, float]]:
     """Mean NLL per scored token for each model; mean KL(fp32 || model) and top-1 agreement with fp32."""
     totals = {name: {"nll": 0.0, "kl": 0.0, "agree": 0} for name in runtimes}
     tokens = 0
@@ -304,7 +262,7 @@ def quality(runtimes: dict[str, Runtime], examples: list[Encoded]) -> dict[str, 
         tokens += len(positions)
         reference = None
         for name, runtime in runtimes.items():  # fp32 first: variants() lists it first
-            logits = runtime.logits(example)
+            logits = np.asarray(onnx_logits(runtime, example, None), dtype=np.float32)
             totals[name]["nll"] += token_nll(logits, example).total
             logp = log_softmax(logits[:-1][positions])
             if reference is None:
@@ -322,20 +280,20 @@ def quality(runtimes: dict[str, Runtime], examples: list[Encoded]) -> dict[str, 
     }
 
 
-def speed(runtimes: dict[str, Runtime], prompt: list[int], new_tokens: int, repeats: int) -> dict[str, dict]:
+def speed(runtimes: dict[str, PackageRuntime], new_tokens: int, repeats: int) -> dict[str, dict]:
     """Median decode figures per model over ``repeats`` rounds, after one untimed round; the models
-    take turns within each round."""
+    take turns within each round (one run of evaluate/speed.py's decode_speed each)."""
     for runtime in runtimes.values():
-        runtime.decode(prompt, new_tokens)
+        decode_speed(runtime, PROMPT, None, new_tokens, repeats=1)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in runtimes}
     for _ in range(repeats):
         for name, runtime in runtimes.items():
-            runs[name].append(runtime.decode(prompt, new_tokens))
+            runs[name].append(decode_speed(runtime, PROMPT, None, new_tokens, repeats=1))
     return {
         name: {
             "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in done), 1),
-            "tokens_per_s_runs": [round(r["tokens_per_s"], 1) for r in done],
-            "time_to_first_token_ms": round(statistics.median(r["time_to_first_token_ms"] for r in done), 1),
+            "tokens_per_s_runs": [r["tokens_per_s"] for r in done],
+            "time_to_first_token_ms": round(statistics.median(r["time_to_first_token_s"] for r in done) * 1e3, 1),
         }
         for name, done in runs.items()
     }
@@ -404,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="int8-paths-")))
         results: dict[str, dict[str, Any]] = {}
-        runtimes: dict[str, Runtime] = {}
+        runtimes: dict[str, PackageRuntime] = {}
         for variant in variants():
             started = time.perf_counter()
             folder = build(variant, source, work)
@@ -421,11 +379,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "size_mb": size_mb(folder),
                 "graph": graph_facts(folder),
             }
-            runtimes[variant.name] = Runtime(folder, args.threads)
+            runtimes[variant.name] = PackageRuntime(folder, threads=args.threads)
         print(f"scoring {len(examples)} held-out rows", flush=True)
         scores = quality(runtimes, examples)
         print(f"decoding {args.new_tokens} tokens x {args.repeats} (+1 warm-up) per model", flush=True)
-        speeds = speed(runtimes, prompt, args.new_tokens, args.repeats)
+        speeds = speed(runtimes, args.new_tokens, args.repeats)
         del runtimes
     for name, result in results.items():
         result.update(scores[name], **speeds[name])
