@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import adapters
+import data_parallel
 import decode
 import serving
 import training
@@ -168,6 +169,8 @@ def main() -> int:
             "train_runtime_s": {"olive_flows": runs["olive_flows_s"], "peft": runs["peft_s"]},
         }
 
+    results["data_parallel"] = data_parallel.data_parallel_figures([1, 2], 24, say)
+
     say("engine: validate, compile, unchanged re-run")
     results["engine"] = {
         "validate_s": {n: round(olive_flows("validate", n), 2) for n in builtin_recipes()},
@@ -311,6 +314,27 @@ def serve_report(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def data_parallel_report(r: dict[str, Any]) -> list[str]:
+    """The data-parallel table (bench/data_parallel.py), when the results have it."""
+    figures = r.get("data_parallel")
+    if not figures:
+        return []
+    lines = [
+        "## Training with several processes",
+        "",
+        f"`olive-flows run quickstart --processes N`, the {figures['adapter']} adapter, {figures['steps']} steps of "
+        "the same per-process batch (N processes train N times the rows), on this machine "
+        f"({r['machine']['cores']} cores: one process trains on torch's default threads, N processes share the "
+        "cores, cores / N threads each), measured by bench/data_parallel.py.",
+        "",
+        "| processes | training tokens/s | vs 1 process | trainer runtime (s) |",
+        "|---|---|---|---|",
+    ]
+    for count, run in figures["runs"].items():
+        lines.append(f"| {count} | {run['tokens_per_s']} | {run['vs_one_process']} | {run['train_runtime_s']} |")
+    return [*lines, ""]
+
+
 def report(r: dict[str, Any]) -> str:
     m, d, a = r["machine"], r["decode"], r["adapters"]
     lines = [
@@ -439,6 +463,7 @@ def report(r: dict[str, Any]) -> str:
         "them onto the vocabulary (olive_flows/plugins/train_pass.py); the plain script learns every token, so it "
         "computes every logit.",
         "",
+        *data_parallel_report(r),
         "## Engine",
         "",
         f"Unchanged re-run of the quickstart: {r['engine']['unchanged_rerun_s']} s (a fresh process: startup, data "

@@ -7,6 +7,7 @@ folder and only then moved into place, so a failed run never leaves a broken pac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from olive_flows.recipe.model import Recipe
 from olive_flows.run import peft
 from olive_flows.run.job import run_job
 from olive_flows.validate.environment import environment_problems
+from olive_flows.world import RUN_DIR_VARIABLE, joined
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -54,27 +56,40 @@ def configure_environment(offline: bool) -> None:
 
 
 def run_recipe(recipe: Recipe, *, offline: bool = False, console: Console | None = None) -> RunResult:
-    """Run every step of ``recipe`` and return where its packages are."""
+    """Run every step of ``recipe`` and return where its packages are. In a data-parallel run this is
+    rank 0's part (olive_flows/world.py); the other ranks train with it."""
     console = console or Console()
-    problems = list(environment_problems(recipe))
+    ranks = joined()
+    processes = ranks.world.size if ranks else 1
+    problems = list(environment_problems(recipe, processes))
     if problems:
         raise UserError(problems)
     for warning in recipe.warnings:
         console.say(warning.format())
     configure_environment(offline or not needs_hub(recipe))
     workspace = Workspace.of(recipe)
-    with workspace.locked():
-        return _run(recipe, workspace, console)
+    given = os.environ.get(RUN_DIR_VARIABLE)
+    with contextlib.nullcontext() if given else workspace.locked():  # the launcher holds the lock
+        return _run(recipe, workspace, console, Path(given) if given else None)
 
 
-def _run(recipe: Recipe, workspace: Workspace, console: Console) -> RunResult:
+def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path | None) -> RunResult:
     for stale in workspace.root.glob(".*.staging-*"):  # left by a run that was killed (we hold the lock)
         shutil.rmtree(stale, ignore_errors=True)
-    run_dir = workspace.new_run()
+    run_dir = run_dir or workspace.new_run()
     write_json(run_dir / "recipe.resolved.json", recipe.data)
     console.say(f"recipe {recipe.name} ({recipe.source}); run folder {display_path(run_dir)}")
+    ranks = joined()
+    if ranks:
+        ranks.tell({"logs": str(run_dir / "logs")})
+        console.say(
+            f"{ranks.world.size} processes train each adapter together ({ranks.world.launcher}); this is rank 0, "
+            f"the others log to {display_path(run_dir / 'logs')}/rank-<rank>.log"
+        )
 
-    plan = plan_recipe(recipe, console, model_log=run_dir / "logs" / "model.log")
+    plan = plan_recipe(
+        recipe, console, model_log=run_dir / "logs" / "model.log", processes=ranks.world.size if ranks else 1
+    )
     timings: dict[str, float] = {}
     outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
     trained: dict[str, Path] = {}

@@ -24,6 +24,29 @@ def test_train_padding_runs_as_the_readme_shows(tmp_path):
 
 
 @pytest.mark.slow
+def test_data_parallel_figures_on_a_tiny_quickstart(tmp_path, tiny_model):
+    """bench/data_parallel.py's runs (1 and 2 processes) on the quickstart with a tiny random model."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import data_parallel
+    import yaml
+
+    recipe = tmp_path / "quickstart.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "extends": str(REPO / "recipes" / "quickstart.yaml"),
+                "model": {"id": str(tiny_model("llama"))},
+                "adapters": {"contacts": {"training": {"batch_size": 2}}},
+                "evaluation": {"max_new_tokens": 4, "decode_tokens": 4},
+            }
+        )
+    )
+    figures = data_parallel.data_parallel_figures([1, 2], 3, print, recipe=str(recipe))
+    assert figures["runs"]["1"]["vs_one_process"] == 1.0
+    assert all(run["tokens_per_s"] > 0 for run in figures["runs"].values())
+
+
+@pytest.mark.slow
 def test_serving_figures_on_a_tiny_package(tiny_package):
     """bench/serving.py against real servers on 127.0.0.1 (a few tokens): every set-up and client count
     is measured, and llama-cpp-python's server either runs or is reported as skipped."""

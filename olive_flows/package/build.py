@@ -126,7 +126,13 @@ def _adapter_entry(
         }
     else:
         train = job.config["passes"]["train"]
-        entry = {"method": spec.method, "r": spec.r, "alpha": spec.alpha, "target_modules": train["target_modules"]}
+        entry = {
+            "method": spec.method,
+            "r": spec.r,
+            "alpha": spec.alpha,
+            "target_modules": train["target_modules"],
+            "world_size": train.get("world_size", 1),  # processes it trained with (data parallel)
+        }
     dataset = recipe.spec.dataset_of(name)
     data = datasets[dataset] if dataset else None
     return {

@@ -15,6 +15,11 @@ They also take two settings of their own, ``early_stopping_patience`` and ``earl
 pass callbacks, so while one of these passes trains, transformers' EarlyStoppingCallback sits in
 ``transformers.trainer.DEFAULT_CALLBACKS``, which every Trainer adds (as run/training_log.py does).
 
+Under data parallelism (olive_flows/world.py) they train on every rank: rank 0's pass, started by Olive, tells the
+other ranks to run the same pass on the same input model, loads the model on its own device rather than
+spread over every GPU (Olive's ``device_map: auto`` is model parallelism), and each rank keeps a record of
+the rows it trained on (``<output_dir>/ranks/rank-<rank>.json``): disjoint shards, or a bug.
+
 Olive cannot load a pass from a workflow config: plugins/__init__.py names these in the package config
 it hands Olive (and writes next to the compiled configs for ``olive run``).
 """
@@ -22,17 +27,26 @@ it hands Olive (and writes next to the compiled configs for ``olive run``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from olive.passes.olive_pass import PassConfigParam
-from olive.passes.pytorch.lora import DoRA, LoRA, QLoRA
+from olive.passes.pytorch.lora import DeviceMap, DoRA, LoRA, QLoRA
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from olive_flows.callbacks import on_every_trainer
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
+from olive_flows.files import write_json
+from olive_flows.world import joined
 
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
+
+RECORDED_ROWS = 10_000  # a rank's record lists the digests of at most this many rows
 
 
 def keeps_chosen_logits(model: Any) -> bool:
@@ -77,8 +91,44 @@ def early_stopping(patience: int | None, threshold: float):
         yield
 
 
+def row_digest(row: dict[str, Any]) -> str:
+    """A short digest of one tokenized row, to tell which rows a rank trained on."""
+    ids = row["input_ids"]
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    return hashlib.sha1(json.dumps(ids).encode()).hexdigest()[:12]
+
+
+class RowRecord(TrainerCallback):
+    """Counts the rows this process trains on and keeps their digests: it wraps the collate function
+    of the training DataLoader only (evaluation batches come through another loader)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.digests: list[str] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kwargs: Any) -> None:
+        loader = getattr(train_dataloader, "base_dataloader", train_dataloader)  # accelerate wraps the DataLoader
+        collate = loader.collate_fn
+
+        def recording(rows: list[dict[str, Any]]) -> Any:
+            self.rows += len(rows)
+            self.digests.extend(row_digest(row) for row in rows[: RECORDED_ROWS - len(self.digests)])
+            return collate(rows)
+
+        loader.collate_fn = recording
+        if loader is not train_dataloader:  # resuming copies the wrapper's collate_fn into a new loader
+            train_dataloader.collate_fn = recording
+
+    def write(self, folder: Path, world_size: int) -> None:
+        ranks = joined()
+        rank = ranks.world.rank if ranks else 0
+        record = {"rank": rank, "world_size": world_size, "rows": self.rows, "digests": self.digests}
+        write_json(folder / "ranks" / f"rank-{rank}.json", record)
+
+
 class LearnedLogitsOnly:
-    """Mixed into an Olive LoRA-family pass: its trainer's batches ask for the learned logits only."""
+    """Mixed into an Olive LoRA-family pass: its trainer's batches ask for the learned logits only,
+    and it trains on every rank of a data-parallel run."""
 
     learned_logits_only = False  # decided per training run, from the model
 
@@ -94,7 +144,37 @@ class LearnedLogitsOnly:
             "early_stopping_threshold": PassConfigParam(
                 type_=float, default_value=0.0, description="Smallest drop of eval_loss that counts as one."
             ),
+            "world_size": PassConfigParam(
+                type_=int, default_value=1, description="Processes training together (data parallel)."
+            ),
         }
+
+    def _run_for_config(self, model: Any, config: Any, output_model_path: str) -> Any:
+        ranks = joined()
+        running = ranks.world.size if ranks else 1
+        if config.world_size != running:
+            raise ValueError(f"this training was compiled for {config.world_size} processes and runs in {running}")
+        if ranks:
+            import torch
+
+            args = config.training_args
+            if not torch.cuda.is_available():  # else accelerate leaves CPU processes undistributed
+                args.extra_args["use_cpu"] = True
+            if ranks.world.main:  # every rank resumes from the checkpoint rank 0 found
+                folder = Path(args.output_dir)
+                args.resume_from_checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+                task = {"pass": self.to_json(check_object=True), "model": model.to_json(check_object=True)}
+                ranks.tell({"train": task})
+        return super()._run_for_config(model, config, output_model_path)
+
+    def load_base_pytorch_model(self, model_handler: Any, config: Any, **kwargs: Any) -> Any:
+        if joined():  # each rank holds the model on its own device; a sharding strategy places it itself
+            import torch
+
+            args = config.training_args
+            sharded = bool(args.deepspeed or (args.extra_args or {}).get("fsdp"))
+            config.device_map = DeviceMap.CURRENT_DEVICE if torch.cuda.is_available() and not sharded else None
+        return super().load_base_pytorch_model(model_handler, config, **kwargs)
 
     def train_and_save_new_model(self, model: Any, tokenizer: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
         self.learned_logits_only = keeps_chosen_logits(model)
@@ -102,8 +182,11 @@ class LearnedLogitsOnly:
             logger.info("Training computes logits only at the learned positions")
         else:
             logger.info("Training computes every logit: this model's forward cannot skip positions")
-        with early_stopping(config.early_stopping_patience, config.early_stopping_threshold):
-            return super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
+        stopping = early_stopping(config.early_stopping_patience, config.early_stopping_threshold)
+        with stopping, on_every_trainer(RowRecord()) as record:
+            trained = super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
+        record.write(Path(config.training_args.output_dir), config.world_size)
+        return trained
 
     def collate_batch(self, batch: list[dict], tokenizer: Any) -> dict[str, Any]:
         padded = super().collate_batch(batch, tokenizer)

@@ -70,6 +70,14 @@ class EarlyStopping:
     min_delta: float
 
 
+@dataclass(frozen=True)
+class Distributed:
+    strategy: str
+    zero_stage: int
+    offload: str
+    config: str | None = None  # as written: relative to the recipe file (Recipe.resolve_path)
+
+
 EVALS_PER_TRAINING = 4  # held-out loss is measured this many times during training (unless eval_every)
 CHECKPOINTS_PER_TRAINING = 4  # a killed run resumes training from the last of these (unless checkpoint_every)
 
@@ -90,6 +98,7 @@ class Training:
     gradient_checkpointing: bool
     report_to: tuple[str, ...]
     load_best: bool
+    distributed: Distributed
     max_steps: int | None = None
     eval_every: int | None = None  # None: EVALS_PER_TRAINING evaluations
     checkpoint_every: int | None = None  # None: CHECKPOINTS_PER_TRAINING checkpoints
@@ -209,7 +218,10 @@ class Spec:
 def _training(data: dict[str, Any]) -> Training:
     stopping = data.get("early_stopping")
     return _build(
-        Training, data, **({"early_stopping": _build(EarlyStopping, stopping)} if stopping is not None else {})
+        Training,
+        data,
+        distributed=_build(Distributed, data["distributed"]),
+        **({"early_stopping": _build(EarlyStopping, stopping)} if stopping is not None else {}),
     )
 
 
@@ -220,6 +232,7 @@ VIEWS = {
     "adapters.<name>": Adapter,
     "adapters.<name>.training": Training,
     "adapters.<name>.training.early_stopping": EarlyStopping,
+    "adapters.<name>.training.distributed": Distributed,
     "targets.<name>": Target,
     "targets.<name>.int4": Int4,
     "evaluation": Evaluation,

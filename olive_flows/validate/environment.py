@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from olive_flows import metadata
 from olive_flows.problems import Problem
+from olive_flows.recipe.distributed import DistributedConfigError, strategy
 from olive_flows.recipe.model import Recipe
 
 # Import names of the packages each training tracker can use (any one of them will do).
@@ -38,8 +39,9 @@ def missing_packages(modules: list[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def environment_problems(recipe: Recipe) -> Iterator[Problem]:
-    """What this machine lacks to train every adapter of ``recipe``."""
+def environment_problems(recipe: Recipe, processes: int | None = None) -> Iterator[Problem]:
+    """What this machine (and a run of ``processes`` processes; None: not known yet, as in
+    ``validate``) lacks to train every adapter of ``recipe``."""
     for name, adapter in recipe.adapters.items():
         method = metadata.method(adapter["method"])
         where = ("adapters", name, "method")
@@ -54,6 +56,30 @@ def environment_problems(recipe: Recipe) -> Iterator[Problem]:
         if method["needs_cuda"] and cuda_device_count() == 0:
             yield recipe.problem(where, f"{adapter['method']} needs a CUDA GPU to train, and this machine has none")
         yield from _tracker_problems(recipe, name, adapter)
+        if "dataset" in adapter:
+            yield from _distributed_problems(recipe, name, processes)
+
+
+def _distributed_problems(recipe: Recipe, name: str, processes: int | None) -> Iterator[Problem]:
+    """A sharding strategy has company to shard with, and what it needs is installed. (A config file
+    that cannot be read is the recipe's mistake: validate/rules.py reports it.)"""
+    try:
+        chosen = strategy(recipe, name)
+    except DistributedConfigError:
+        return
+    settings = recipe.adapters[name]["training"]["distributed"]
+    where = ("adapters", name, "training", "distributed", "config" if "config" in settings else "strategy")
+    if chosen.shards and processes == 1:
+        yield recipe.problem(
+            where,
+            f"{chosen.name} shards the model across processes, and this run has one",
+            "run with --processes N (N >= 2), under torchrun or srun, or use strategy: ddp",
+        )
+    missing = missing_packages(chosen.facts["packages"])
+    if missing and processes != 1:
+        yield recipe.problem(
+            where, f"{chosen.name} needs {', '.join(missing)}", f"pip install 'olive-flows[{chosen.facts['extra']}]'"
+        )
 
 
 def _tracker_problems(recipe: Recipe, name: str, adapter: dict) -> Iterator[Problem]:

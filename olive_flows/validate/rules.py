@@ -29,6 +29,7 @@ from olive_flows.models.imported import (
 from olive_flows.models.resolve import BUILTIN_PREFIX, model_config, model_facts, model_ref, model_ref_problems
 from olive_flows.paths import display_path
 from olive_flows.problems import Problem, UserError, did_you_mean
+from olive_flows.recipe.distributed import DistributedConfigError, strategy
 from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.views import EVALS_PER_TRAINING
 
@@ -658,4 +659,42 @@ def checkpoints_fall_on_evaluations(recipe: Recipe) -> Iterator[Problem]:
                 ("adapters", name, "training", "checkpoint_every"),
                 f"checkpoints are saved every {math.ceil(every / evals) * evals} steps, not {every}: with "
                 f"{_best_checkpoint_field(training)} each checkpoint must fall on an evaluation (eval_every {evals})",
+            )
+
+
+@rule
+def distributed_settings_fit(recipe: Recipe) -> Iterator[Problem]:
+    """training.distributed: a config file replaces strategy, zero_stage and offload, and must be one
+    olive-flows can read; zero_stage is DeepSpeed's; offload needs a sharding strategy; the strategy can
+    train the adapter's method."""
+    for name, adapter in recipe.adapters.items():
+        if "dataset" not in adapter:
+            continue
+        written = ((recipe.raw.get("adapters") or {}).get(name) or {}).get("training") or {}
+        written = written.get("distributed") or {}
+        where = ("adapters", name, "training", "distributed")
+        for key in ("strategy", "zero_stage", "offload"):
+            if "config" in written and key in written:
+                yield recipe.problem((*where, key), f"{key} has no effect beside config, which says how to train")
+        try:
+            chosen = strategy(recipe, name)
+        except DistributedConfigError as exc:
+            yield recipe.problem((*where, "config"), str(exc))
+            continue
+        if "config" not in written:
+            if "zero_stage" in written and chosen.name != "deepspeed":
+                yield recipe.problem(
+                    (*where, "zero_stage"), f"zero_stage is a DeepSpeed setting, and strategy is {chosen.name}"
+                )
+            if written.get("offload") == "cpu" and not chosen.shards:
+                yield recipe.problem(
+                    (*where, "offload"),
+                    "ddp keeps a whole model on every device: there is nothing to offload",
+                    "use strategy: fsdp or deepspeed to offload sharded state to CPU memory",
+                )
+        reason = chosen.cannot_train(adapter["method"])
+        if reason:
+            field = "config" if "config" in written else "strategy"
+            yield recipe.problem(
+                (*where, field), f"{chosen.name} cannot train {adapter['method']}: {reason}", "use strategy: ddp"
             )
