@@ -20,10 +20,10 @@ from olive_flows.compile.plan import needs_hub, plan_recipe
 from olive_flows.compile.workflow import Job
 from olive_flows.console import Console
 from olive_flows.data.audit import tokenization_stats, write_audit
-from olive_flows.evaluate.assess import assess_package
+from olive_flows.evaluate.assess import NOT_VERIFIED, assess_package
 from olive_flows.evaluate.report import overfitting
 from olive_flows.files import write_json
-from olive_flows.layout import EVAL, REPORT_HTML, TRAINING_LOG, Workspace
+from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import build_package, size_mb
 from olive_flows.package.promotion import NotPromoted
@@ -36,6 +36,7 @@ from olive_flows.validate.environment import environment_problems
 from olive_flows.world import RUN_DIR_VARIABLE, joined
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+NOT_VERIFIED_HERE = 10  # exit code: every package was built, and one or more could not be run on this machine
 
 
 @dataclass
@@ -45,6 +46,16 @@ class RunResult:
     run_dir: Path
     packages: dict[str, Path] = field(default_factory=dict)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unverified: dict[str, str] = field(default_factory=dict)  # target -> why its package was not checked here
+
+    def exit_code(self, console: Console) -> int:
+        """0, or NOT_VERIFIED_HERE after a last line naming each package this machine could not check."""
+        for target, why in self.unverified.items():
+            console.say(
+                f"package {target}: built but NOT VERIFIED here ({why}): it has no eval.json; run olive-flows "
+                f"verify and olive-flows eval on it where its provider runs (exit code {NOT_VERIFIED_HERE})"
+            )
+        return NOT_VERIFIED_HERE if self.unverified else 0
 
 
 def configure_environment(offline: bool) -> None:
@@ -137,6 +148,9 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         )
         result.packages[target] = package
         result.scores[target] = scores
+        smoke = json.loads((package / MANIFEST).read_text()).get("smoke_check", "")
+        if smoke.startswith(NOT_VERIFIED):
+            result.unverified[target] = smoke.removeprefix(NOT_VERIFIED).split(";")[0]
     if not_promoted:
         raise NotPromoted(" / ".join(not_promoted))
     return result

@@ -47,6 +47,24 @@ def test_data_parallel_figures_on_a_tiny_quickstart(tmp_path, tiny_model):
 
 
 @pytest.mark.slow
+def test_parity_bounds_variants_on_a_tiny_package(tiny_package, tmp_path):
+    """bench/parity_bounds.py's copies, breakage and evaluation, on the tiny package (the README's command
+    runs it on make finetune's quickstart package)."""
+    out = tmp_path / "bounds.json"
+    command = [sys.executable, str(REPO / "bench" / "parity_bounds.py"), "--variants", "healthy", "zeroed", "swapped"]
+    result = subprocess.run(
+        [*command, "--package", str(tiny_package), "--output", str(out)], capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"healthy", "zeroed", "swapped"}
+    for variant in figures.values():
+        assert set(variant) == {"base", "contacts", "dates"}
+    assert figures["zeroed"]["dates"]["kl_nats"] > 10 * figures["healthy"]["dates"]["kl_nats"], figures
+    assert not list(tiny_package.parent.glob("parity-*")), "the copies are removed"
+
+
+@pytest.mark.slow
 def test_serving_figures_on_a_tiny_package(tiny_package):
     """bench/serving.py against real servers on 127.0.0.1 (a few tokens): every set-up and client count
     is measured, and llama-cpp-python's server either runs or is reported as skipped."""

@@ -24,6 +24,9 @@ from olive_flows.validate.load import load_recipe
 BASE_FILES = {"model.onnx", "genai_config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"}
 
 
+FP32_RELATIVE_LOGIT_TOLERANCE = 1e-6  # of the logits' range after a prompt; fp32 gave 2.6e-7 (3.6e-7 of a 1.39 range)
+
+
 def first_logits(package, adapter: str | None) -> np.ndarray:
     """Logits for the next token after a fixed prompt, straight from onnxruntime-genai, on the CPU."""
     import onnxruntime_genai as og
@@ -192,7 +195,10 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
 
     scores = json.loads((package / "eval.json").read_text())
     parity = scores["parity"]
-    assert parity["kind"] == "logits" and parity["ok"] and parity["max_abs_logit_diff"] < 1e-3
+    assert parity["ok"] and "fp32_logit_tolerance" in parity["bounds"]
+    largest = max(entry["max_abs_logit_diff"] for entry in parity["by"].values())
+    spread = float(np.ptp(first_logits(package, "dates")))  # the logits' range after a prompt
+    assert largest <= FP32_RELATIVE_LOGIT_TOLERANCE * spread, (largest, spread)
     for entry in (scores["base"], *scores["adapters"].values()):
         assert entry["perplexity"]["pytorch"] == pytest.approx(entry["perplexity"]["onnx"], rel=1e-3)
         assert entry["decode_tokens_per_s"] > 0 and entry["time_to_first_token_s"] > 0
@@ -341,7 +347,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
 
     # bf16 (CUDA): Olive's ExtractAdapters cannot write bf16 .onnx_adapter files, so its .npz is
     # converted at packaging; the adapters must come out bf16, typed like the graph's inputs.
-    assert main(["export", str(path), "--target", "gpu", "--precision", "bf16"]) == 0
+    assert main(["export", str(path), "--target", "gpu", "--precision", "bf16"]) == 10, "built, not verified here"
     out = capsys.readouterr().out
     assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     bf16_package = tmp_path / "out" / "tiny" / "gpu"

@@ -45,7 +45,7 @@ CHECKS: list[tuple[str, str]] = [
     (r"olive-flows serve( .*)?", "serve"),
     (r"curl -s http://127\.0\.0\.1:8000/.*", "serve"),
     (r"python scripts/schema_docs\.py", "test_cli.test_readme_field_reference_and_target_table_are_generated"),
-    (r"\.venv/bin/python bench/(train_padding|data_parallel)\.py", "test_bench"),
+    (r"\.venv/bin/python bench/(train_padding|data_parallel|parity_bounds)\.py", "test_bench"),
     (r"python bench/run\.py", "bench: make bench, minutes and a llama.cpp build"),
     (r"bash scripts/gpu_check\.sh", "needs an NVIDIA GPU: syntax checked here"),
     (r"python -m pip wheel --no-deps -w dist \.|pip install dist/olive_flows-\*\.whl", "test_wheel"),

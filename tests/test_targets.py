@@ -15,7 +15,7 @@ from olive_flows.compile.plan import plan_recipe
 from olive_flows.console import Console
 from olive_flows.problems import UserError
 from olive_flows.recipe.catalog import builtin_recipes
-from olive_flows.validate.environment import environment_problems
+from olive_flows.validate.environment import environment_problems, missing_packages
 from olive_flows.validate.load import load_recipe
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "olive_recipes.json").read_text())
@@ -101,4 +101,6 @@ def test_qlora_without_cuda_names_the_extra_and_the_gpu():
     if not any("needs a CUDA GPU" in m for m in messages):
         pytest.skip("this machine has a CUDA GPU")
     missing_bnb = [m for m in messages if "needs bitsandbytes" in m]
+    if missing_packages(["bitsandbytes"]):
+        assert missing_bnb, messages
     assert all(m.endswith("pip install 'olive-flows[cuda]'") for m in missing_bnb)

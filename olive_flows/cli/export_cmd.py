@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(
         args.recipe, [*args.overrides, *target_overrides(list(recipe.targets), args.target, args.precision)]
     )
+    from olive_flows.console import Console
     from olive_flows.pipeline import run_recipe  # heavy imports only once the recipe is valid
 
-    run_recipe(recipe, offline=args.offline)
-    return 0
+    console = Console()
+    return run_recipe(recipe, offline=args.offline, console=console).exit_code(console)

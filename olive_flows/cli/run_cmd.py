@@ -65,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
+    from olive_flows.console import Console
     from olive_flows.pipeline import run_recipe  # heavy imports only once the recipe is valid
 
-    run_recipe(recipe, offline=args.offline)
-    return 0
+    console = Console()
+    return run_recipe(recipe, offline=args.offline, console=console).exit_code(console)
 
 
 def _launch(args: argparse.Namespace, world: World) -> int:

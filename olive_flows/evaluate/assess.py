@@ -18,7 +18,7 @@ from typing import Any
 from olive_flows import metadata
 from olive_flows.capture import output_to
 from olive_flows.console import Console
-from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
+from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package, parity_text
 from olive_flows.evaluate.metrics import metric_label
 from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available, provider_load_failure
@@ -26,7 +26,13 @@ from olive_flows.evaluate.smoke import PackageCheckFailed, smoke_check
 from olive_flows.files import write_json
 from olive_flows.layout import EVAL, RESOLVED_RECIPE, TRAINING_LOG, Workspace
 from olive_flows.paths import display_path
+from olive_flows.problems import Location, UserError
 from olive_flows.recipe.model import Recipe
+
+NOT_VERIFIED = "not verified here: "  # how a manifest's smoke_check starts when this machine could not run the package
+
+# Fields earlier versions wrote into a package's recipe.json that the schema no longer has.
+RETIRED_FIELDS = [("evaluation", "parity", "perplexity_bound")]  # parity measures KL and top-1 agreement now
 
 
 def assess_package(
@@ -62,7 +68,7 @@ def assess_package(
     except (PackageCheckFailed, RuntimeError) as exc:
         if not reason:
             raise PackageCheckFailed(f"package {target}: {exc}") from exc
-        manifest["smoke_check"] = f"not verified here: {reason}; on CPU: {exc}"
+        manifest["smoke_check"] = f"{NOT_VERIFIED}{reason}; on CPU: {exc}"
         console.say(f"package {target}: {manifest['smoke_check']}")
         return {}
     manifest["smoke_check"] = f"passed on CPU ({reason})" if reason else "passed"
@@ -79,23 +85,18 @@ def assess_package(
     write_report(folder, evaluation, manifest, histories, recipe.data)
     parity = evaluation["parity"]
     if parity.get("checked") and not parity["ok"]:
-        message = f"package {target}: PARITY BROKEN: the exported package does not match the PyTorch model ({_parity_text(parity)})"
-        if settings.parity.enforce:
-            raise PackageCheckFailed(message)
-        console.say(message)
+        message = f"package {target}: PARITY BROKEN: the exported package does not follow the PyTorch model: {'; '.join(parity['failures'])}"
+        if parity["enforced"]:
+            raise PackageCheckFailed(
+                message + ". The package was not published; to publish it anyway set evaluation.parity.enforce=false"
+            )
+        console.say(message + " (published anyway: evaluation.parity.enforce is false)")
     return evaluation
 
 
 def _history(peft_folder: Path | None) -> list[dict[str, Any]]:
     path = peft_folder / TRAINING_LOG if peft_folder else None
     return json.loads(path.read_text()) if path and path.is_file() else []
-
-
-def _parity_text(parity: dict[str, Any]) -> str:
-    if parity["kind"] == "logits":
-        return f"largest logit difference {parity['max_abs_logit_diff']:.3g}, tolerance {parity['tolerance']:g}"
-    worst = max(parity["relative_difference"].items(), key=lambda kv: kv[1])
-    return f"perplexity of {worst[0]} differs by {worst[1]:.2%}, bound {parity['bound']:.0%}"
 
 
 def show(evaluation: dict[str, Any], console: Console) -> None:
@@ -113,10 +114,7 @@ def show(evaluation: dict[str, Any], console: Console) -> None:
     for label, ppl in rows:
         torch = f"{ppl['pytorch']:.4f}" if ppl["pytorch"] else "-"
         console.detail(f"{label:<30}{torch:>11}{ppl['onnx']:>11.4f}")
-    parity = evaluation["parity"]
-    console.detail(
-        f"parity: {_parity_text(parity) + (': OK' if parity['ok'] else ': BROKEN') if parity.get('checked') else parity['reason']}"
-    )
+    console.detail(f"parity: {parity_text(evaluation['parity'])}")
     speeds = [("base", base), *adapters.items()]
     console.detail(
         "decode: " + ", ".join(f"{label} {entry['decode_tokens_per_s']:.1f} tok/s" for label, entry in speeds)
@@ -128,9 +126,20 @@ def package_recipe(package: Path, overrides: list[str] | None = None) -> Recipe:
     what evaluating the package again needs, whatever the recipe file says today."""
     from olive_flows.recipe.read import apply_overrides
     from olive_flows.recipe.source import SourceMap
-    from olive_flows.validate.schema import with_defaults
+    from olive_flows.validate.schema import schema_problems, with_defaults
 
     resolved = json.loads((package / RESOLVED_RECIPE).read_text(encoding="utf-8"))
+    for *parents, key in RETIRED_FIELDS:  # a package built by an earlier olive-flows still evaluates
+        folder = resolved
+        for part in parents:
+            folder = folder.get(part, {})
+        folder.pop(key, None)
     evaluation = [o for o in overrides or [] if o.startswith("evaluation.")]
-    data = with_defaults(apply_overrides(resolved, SourceMap(), evaluation))
+    smap = SourceMap()
+    data = apply_overrides(resolved, smap, evaluation)
+    # (the resolved recipe has its defaults filled in, which the schema's either-or rules refuse)
+    problems = [p for p in schema_problems(data, smap, Location("command line")) if p.field.startswith("evaluation")]
+    if problems:  # an override the schema refuses (a string for a number, say) stops here, not mid-evaluation
+        raise UserError(problems)
+    data = with_defaults(data)
     return Recipe(data, data, display_path(package / RESOLVED_RECIPE), SourceMap())

@@ -20,7 +20,7 @@ from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
 from olive_flows.evaluate.metrics import score
-from olive_flows.evaluate.perplexity import NLL, PyTorchScorer, examples, onnx_logits, token_nll
+from olive_flows.evaluate.perplexity import NLL, Agreement, PyTorchScorer, agreement, examples, onnx_logits, token_nll
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import read_jsonl
@@ -31,7 +31,6 @@ from olive_flows.recipe.model import Recipe
 from olive_flows.recipe.views import Evaluation, Parity
 
 SAMPLES_PER_DATASET = 2
-PARITY_ROWS = 3
 TORCH_BATCH = 16
 SPEED_REPEATS = 3  # decode speed is the median of this many runs
 
@@ -91,23 +90,49 @@ def _task_scores(
     return {m: round(score(m, predictions, references, settings.normalize), 4) for m in metrics}
 
 
-def _onnx_nll(runtime: PackageRuntime, encoded: list, adapter: str | None, progress: Progress) -> NLL:
-    total = NLL()
-    for example in encoded:
-        total = total.add(token_nll(onnx_logits(runtime, example, adapter), example))
-        progress.update()
-    return total
+@dataclass
+class Scores:
+    """Rows scored on the package and, when the PyTorch side is there, on PyTorch side by side."""
+
+    onnx: NLL = field(default_factory=NLL)
+    torch: NLL | None = None
+    agreement: Agreement | None = None
+    max_abs_logit_diff: float = 0.0
+
+    def add(self, other: Scores) -> Scores:
+        both = self.torch is not None and other.torch is not None
+        return Scores(
+            self.onnx.add(other.onnx),
+            self.torch.add(other.torch) if both else None,
+            self.agreement.add(other.agreement) if both else None,
+            max(self.max_abs_logit_diff, other.max_abs_logit_diff),
+        )
 
 
-def _torch_nll(scorer: PyTorchScorer, encoded: list, adapter: str | None, progress: Progress) -> NLL:
-    total = NLL()
+def _score(
+    runtime: PackageRuntime, scorer: PyTorchScorer | None, encoded: list, adapter: str | None, progress: Progress
+) -> Scores:
+    """Perplexity of ``encoded`` on the package and (with ``scorer``) on PyTorch, and how the two
+    distributions agree, each row's two logits compared as they come."""
+    if scorer is None:
+        total = NLL()
+        for example in encoded:
+            total = total.add(token_nll(onnx_logits(runtime, example, adapter), example))
+            progress.update()
+        return Scores(total)
+    scores = Scores(NLL(), NLL(), Agreement())
     ordered = sorted(encoded, key=lambda e: len(e.input_ids))  # similar lengths pad least
     for start in range(0, len(ordered), TORCH_BATCH):
         batch = ordered[start : start + TORCH_BATCH]
-        for example, logits in zip(batch, scorer.batch_logits(batch, adapter), strict=True):
-            total = total.add(token_nll(logits, example))
-        progress.update(len(batch))
-    return total
+        for example, reference in zip(batch, scorer.batch_logits(batch, adapter), strict=True):
+            package = onnx_logits(runtime, example, adapter)
+            diff = float(np.abs(reference - package).max())
+            scored = Scores(
+                token_nll(package, example), token_nll(reference, example), agreement(reference, package, example), diff
+            )
+            scores = scores.add(scored)
+        progress.update(2 * len(batch))
+    return scores
 
 
 def _perplexity(onnx: NLL, torch: NLL | None) -> dict[str, float | None]:
@@ -135,14 +160,11 @@ def evaluate_package(
     samples = _sample_prompts(subject, adapters, settings)
     progress = console.progress(label, _work_items(subject, adapters, settings, bool(scorer), len(samples)), "items")
 
-    def onnx(example, adapter):
-        return onnx_logits(runtime, example, adapter)
-
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
     result["normalize"] = list(settings.normalize)  # how exact_match and contains compared
     base_metrics: dict[str, dict[str, float]] = {}
-    base_total, base_torch_total = NLL(), NLL()
-    parity_rows: list[dict[str, Any]] = []
+    base_total = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
+    compared: dict[str, Scores] = {}
     for adapter in adapters:
         training = spec.adapters[adapter].training
         dataset = subject.dataset_of[adapter]
@@ -155,22 +177,15 @@ def evaluate_package(
             entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings, progress)
             result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
         encoded = examples(tokenizer, rows, training.max_seq_len, training.loss_on)
-        tuned_onnx = _onnx_nll(runtime, encoded, adapter, progress)
-        base_onnx = _onnx_nll(runtime, encoded, None, progress)
-        tuned_torch = _torch_nll(scorer, encoded, adapter, progress) if scorer else None
-        base_torch = _torch_nll(scorer, encoded, None, progress) if scorer else None
-        entry["perplexity"] = _perplexity(tuned_onnx, tuned_torch)
-        result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base_onnx, base_torch)
-        base_total = base_total.add(base_onnx)
-        if base_torch:
-            base_torch_total = base_torch_total.add(base_torch)
-        if scorer:
-            parity_rows += _parity_rows(scorer, onnx, encoded[:PARITY_ROWS], adapter)
+        tuned = _score(runtime, scorer, encoded, adapter, progress)
+        base = _score(runtime, scorer, encoded, None, progress)
+        entry["perplexity"] = _perplexity(tuned.onnx, tuned.torch)
+        result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base.onnx, base.torch)
+        base_total = base_total.add(base)
+        compared[adapter] = tuned
         result["adapters"][adapter] = entry
-    result["base"]["perplexity"] = _perplexity(base_total, base_torch_total if scorer else None)
-    if scorer:
-        parity_rows += _parity_rows(scorer, onnx, examples(tokenizer, _first_rows(subject, adapters), 512, "all"), None)
-    result["parity"] = _parity(result, subject.precision, parity_rows, settings.parity)
+    result["base"]["perplexity"] = _perplexity(base_total.onnx, base_total.torch)
+    result["parity"] = _parity({"base": base_total, **compared}, subject.precision, settings.parity)
 
     prompt = [{"role": "user", "content": settings.smoke_prompt}]
     for adapter in [None, *adapters]:
@@ -197,45 +212,67 @@ def _work_items(subject: EvalSubject, adapters: list[str], settings: Evaluation,
     return items + SPEED_REPEATS * (1 + len(adapters)) + samples * (1 + len(adapters))
 
 
-def _first_rows(subject: EvalSubject, adapters: list[str]) -> list[dict[str, Any]]:
-    return [subject.rows[a][0] for a in adapters if subject.rows[a]][:PARITY_ROWS]
-
-
-def _parity_rows(scorer: PyTorchScorer, onnx, encoded, adapter: str | None) -> list[dict[str, Any]]:
-    found = []
-    for example in encoded:
-        diff = float(np.abs(scorer.logits(example, adapter) - onnx(example, adapter)).max())
-        found.append({"adapter": adapter or "base", "tokens": len(example.input_ids), "max_abs_logit_diff": diff})
-    return found
-
-
-def _parity(result: dict[str, Any], precision: str, rows: list[dict[str, Any]], settings: Parity) -> dict[str, Any]:
-    """fp32: the logits must match PyTorch's within a tolerance. Other precisions: each perplexity
-    must stay within a relative bound of PyTorch's."""
-    if not rows:
+def _parity(compared: dict[str, Scores], precision: str, settings: Parity) -> dict[str, Any]:
+    """How closely the package follows the PyTorch model (PEFT adapters unmerged, fp32) on the held-out
+    rows, for the base and each adapter: the mean KL divergence per scored token and top-1 agreement
+    where PyTorch is confident, against the recipe's bounds; an fp32 package's logits must also match
+    within ``fp32_logit_tolerance``. The perplexity difference is reported beside them, in nats."""
+    if any(scores.agreement is None for scores in compared.values()):
         return {"checked": False, "reason": "no PyTorch side (evaluation.pytorch is off, or PEFT adapters are missing)"}
-    if precision == "fp32":
-        worst = max(r["max_abs_logit_diff"] for r in rows)
-        tolerance = settings.fp32_logit_tolerance
-        return {
-            "checked": True,
-            "kind": "logits",
-            "max_abs_logit_diff": worst,
-            "tolerance": tolerance,
-            "ok": worst <= tolerance,
+    by: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for name, scores in compared.items():
+        kl, top1 = scores.agreement.kl, scores.agreement.top1
+        nll = (scores.onnx.total - scores.torch.total) / scores.onnx.tokens if scores.onnx.tokens else None
+        by[name] = {
+            "kl_nats": _round(kl, 6),
+            "top1_agreement": _round(top1),
+            "confident_tokens": scores.agreement.confident,
+            "tokens": scores.agreement.tokens,
+            "loss_difference_nats": _round(nll, 6),
+            "max_abs_logit_diff": float(f"{scores.max_abs_logit_diff:.3g}"),  # fp32: well below 1e-6
         }
-    ratios = {"base": result["base"]["perplexity"]}
-    ratios.update({name: entry["perplexity"] for name, entry in result["adapters"].items()})
-    relative = {name: abs(p["onnx"] / p["pytorch"] - 1) for name, p in ratios.items() if p["pytorch"] and p["onnx"]}
-    bound = settings.perplexity_bound
+        if kl is not None and kl > settings.max_kl:
+            failures.append(f"{name}: KL divergence {kl:.4g} nats per token, bound {settings.max_kl:g}")
+        if top1 is not None and top1 < settings.min_top1_agreement:
+            failures.append(
+                f"{name}: top-1 agreement {top1:.1%} where PyTorch is confident, bound {settings.min_top1_agreement:.0%}"
+            )
+        if precision == "fp32" and scores.max_abs_logit_diff > settings.fp32_logit_tolerance:
+            failures.append(
+                f"{name}: largest logit difference {scores.max_abs_logit_diff:.3g}, tolerance {settings.fp32_logit_tolerance:g}"
+            )
+    bounds = {"max_kl": settings.max_kl, "min_top1_agreement": settings.min_top1_agreement}
+    if precision == "fp32":
+        bounds["fp32_logit_tolerance"] = settings.fp32_logit_tolerance
     return {
         "checked": True,
-        "kind": "perplexity",
-        "relative_difference": {name: round(value, 4) for name, value in relative.items()},
-        "bound": bound,
-        "ok": all(value <= bound for value in relative.values()),
-        "max_abs_logit_diff": max(r["max_abs_logit_diff"] for r in rows),
+        "by": by,
+        "bounds": bounds,
+        "ok": not failures,
+        "failures": failures,
+        "enforced": settings.enforce,
     }
+
+
+def parity_text(parity: dict[str, Any]) -> str:
+    """One line on parity: the worst KL and top-1 agreement against their bounds, and the verdict."""
+    if not parity.get("checked"):
+        return f"not checked: {parity['reason']}"
+    if parity["failures"]:
+        verdict = "BROKEN: " + "; ".join(parity["failures"])
+        return verdict + ("" if parity["enforced"] else " (not enforced: evaluation.parity.enforce is false)")
+    by, bounds = parity["by"], parity["bounds"]
+    kl = max(by.items(), key=lambda kv: kv[1]["kl_nats"] or 0)
+    agreed = [(n, e["top1_agreement"]) for n, e in by.items() if e["top1_agreement"] is not None]
+    text = f"KL divergence at most {kl[1]['kl_nats']:.2g} nats per token ({kl[0]}; bound {bounds['max_kl']:g})"
+    if agreed:
+        worst = min(agreed, key=lambda kv: kv[1])
+        text += f", top-1 agreement at least {worst[1]:.1%} ({worst[0]}; bound {bounds['min_top1_agreement']:.0%})"
+    if "fp32_logit_tolerance" in bounds:
+        largest = max(e["max_abs_logit_diff"] for e in by.values())
+        text += f", largest logit difference {largest:.2g} (tolerance {bounds['fp32_logit_tolerance']:g})"
+    return text + (": OK" if parity["enforced"] else ": OK (not enforced: evaluation.parity.enforce is false)")
 
 
 def _sample_prompts(subject: EvalSubject, adapters: list[str], settings: Evaluation) -> list[list[dict[str, str]]]:

@@ -45,6 +45,62 @@ def token_nll(logits: np.ndarray, example: Encoded) -> NLL:
     return NLL(float((log_norm - picked).sum()), int(scored.sum()))
 
 
+CONFIDENT = 0.5  # top-1 agreement counts the positions where PyTorch gives its top token at least this
+
+
+@dataclass
+class Agreement:
+    """How the package's next-token distributions match PyTorch's over scored tokens: the summed
+    KL divergence KL(PyTorch || package) in nats, and at the positions where PyTorch is confident
+    (its top token has probability >= CONFIDENT) how often the package's top token is the same.
+    Both scale with the model: a healthy export moves a confident answer little, a broken adapter
+    moves it a lot, whatever the perplexity."""
+
+    kl_total: float = 0.0
+    tokens: int = 0
+    confident: int = 0
+    agreed: int = 0
+
+    def add(self, other: Agreement) -> Agreement:
+        return Agreement(
+            self.kl_total + other.kl_total,
+            self.tokens + other.tokens,
+            self.confident + other.confident,
+            self.agreed + other.agreed,
+        )
+
+    @property
+    def kl(self) -> float | None:
+        """Mean KL divergence per scored token, in nats."""
+        return self.kl_total / self.tokens if self.tokens else None
+
+    @property
+    def top1(self) -> float | None:
+        """Share of confident positions where the package's top token is PyTorch's (None: none were confident)."""
+        return self.agreed / self.confident if self.confident else None
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+
+
+def agreement(reference: np.ndarray, package: np.ndarray, example: Encoded) -> Agreement:
+    """The Agreement of ``package``'s logits with ``reference``'s (PyTorch) on ``example``'s scored tokens."""
+    scored = np.array(example.labels[1:]) != IGNORE
+    if not scored.any():
+        return Agreement()
+    log_p = _log_softmax(reference[:-1][scored])
+    log_q = _log_softmax(package[:-1][scored])
+    p = np.exp(log_p)
+    confident = p.max(axis=-1) >= CONFIDENT
+    same = log_p.argmax(axis=-1) == log_q.argmax(axis=-1)
+    return Agreement(
+        float((p * (log_p - log_q)).sum()), int(scored.sum()), int(confident.sum()), int((same & confident).sum())
+    )
+
+
 class PyTorchScorer:
     """The base model in fp32 with every PEFT adapter loaded; scores rows with or without one."""
 
@@ -65,10 +121,6 @@ class PyTorchScorer:
             else:
                 self.model.load_adapter(str(path), adapter_name=name)
         self.model = (self.model or model).eval()
-
-    def logits(self, example: Encoded, adapter: str | None) -> np.ndarray:
-        """Logits for every position of ``example`` ([seq, vocab]), with ``adapter`` active or none."""
-        return self.batch_logits([example], adapter)[0]
 
     def batch_logits(self, batch: list[Encoded], adapter: str | None) -> list[np.ndarray]:
         """Logits of several examples in one right-padded forward pass; forward passes one row at a

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from olive_flows.evaluate.evaluation import parity_text
 from olive_flows.evaluate.metrics import metric_label
 from olive_flows.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS
 
@@ -121,14 +122,7 @@ def _sections(evaluation: dict[str, Any], manifest: dict[str, Any]) -> list[tupl
     for name, entry in adapters.items():
         ppl_rows.append([f"base on {name}'s rows", *base["perplexity_by_adapter"][name].values()])
         ppl_rows.append([name, entry["perplexity"]["pytorch"], entry["perplexity"]["onnx"]])
-    parity = evaluation["parity"]
-    if not parity["checked"]:
-        verdict = f"not checked: {parity['reason']}"
-    elif parity["kind"] == "logits":
-        verdict = f"largest logit difference {parity['max_abs_logit_diff']:.3g} (tolerance {parity['tolerance']:g}): {'OK' if parity['ok'] else 'BROKEN'}"
-    else:
-        worst = max(parity["relative_difference"].values(), default=0)
-        verdict = f"largest perplexity difference {worst:.2%} (bound {parity['bound']:.0%}): {'OK' if parity['ok'] else 'BROKEN'}"
+    verdict = parity_text(evaluation["parity"])
     speed_rows = [["base", base["decode_tokens_per_s"], base["time_to_first_token_s"]]]
     speed_rows += [[n, e["decode_tokens_per_s"], e["time_to_first_token_s"]] for n, e in adapters.items()]
     sizes = evaluation["sizes_mb"]

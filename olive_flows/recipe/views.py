@@ -154,8 +154,9 @@ class Target:
 
 @dataclass(frozen=True)
 class Parity:
+    max_kl: float
+    min_top1_agreement: float
     fp32_logit_tolerance: float
-    perplexity_bound: float
     enforce: bool
 
 

@@ -1,0 +1,71 @@
+"""Parity that would catch a broken adapter: the package's next-token distributions against the PyTorch
+model's (KL per token, top-1 agreement where PyTorch is confident), enforced by default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from olive_flows.data.tokenize import IGNORE, Encoded
+from olive_flows.evaluate.perplexity import Agreement, agreement
+
+
+def encoded(labels: list[int]) -> Encoded:
+    return Encoded(input_ids=list(range(len(labels))), labels=labels, full_length=len(labels))
+
+
+def test_agreement_is_zero_for_equal_logits_and_counts_only_scored_confident_positions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 7))
+    logits[1, 3] = logits[2, 4] = 20.0  # PyTorch is confident at positions 1 and 2 (predicting tokens 2 and 3)
+    example = encoded([IGNORE, IGNORE, 3, 4, IGNORE])  # positions 1 and 2 are scored
+    same = agreement(logits, logits, example)
+    assert same.kl == pytest.approx(0.0, abs=1e-12) and (same.tokens, same.confident, same.agreed) == (2, 2, 2)
+    moved = logits.copy()
+    moved[1, 5] = 40.0  # the package prefers another token at position 1
+    found = agreement(logits, moved, example)
+    assert found.top1 == 0.5 and found.kl > 5, "one of two confident positions now disagrees, by a lot"
+    assert Agreement().kl is None and Agreement().top1 is None, "nothing scored: nothing to bound"
+
+
+def olive_flows(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "olive_flows", *args], capture_output=True, text=True, timeout=600)
+
+
+def swap_adapters(package: Path) -> None:
+    """Exchange the package's two adapter files: each name then loads the other's weights."""
+    contacts, dates = package / "adapters" / "contacts.onnx_adapter", package / "adapters" / "dates.onnx_adapter"
+    held = contacts.read_bytes()
+    contacts.write_bytes(dates.read_bytes())
+    dates.write_bytes(held)
+
+
+@pytest.mark.slow
+def test_broken_parity_fails_the_evaluation_unless_opted_out(tiny_package):
+    """The mechanics, on a copy of the tiny package beside it (evaluation reads the rows and PEFT
+    adapters there) with a bound it cannot meet: exit code 4 and how to publish anyway; with
+    enforce: false, published, and said so. (On a tiny random model even swapped adapters move the
+    distributions little; tests/test_quickstart.py breaks the real quickstart's adapters against the
+    default bounds.)"""
+    copy = tiny_package.parent / "parity-strict"
+    shutil.copytree(tiny_package, copy)
+    try:
+        healthy = olive_flows("eval", str(copy))
+        assert healthy.returncode == 0 and "parity: KL divergence at most" in healthy.stdout, healthy.stderr[-2000:]
+        strict = olive_flows("eval", str(copy), "evaluation.parity.max_kl=1.0e-12")
+        assert strict.returncode == 4, strict.stdout + strict.stderr
+        assert "PARITY BROKEN" in strict.stderr and "set evaluation.parity.enforce=false" in strict.stderr
+        parity = json.loads((copy / "eval.json").read_text())["parity"]
+        assert not parity["ok"] and parity["enforced"] and {f.split(":")[0] for f in parity["failures"]} >= {"base"}
+        opted_out = olive_flows(
+            "eval", str(copy), "evaluation.parity.max_kl=1.0e-12", "evaluation.parity.enforce=false"
+        )
+        assert opted_out.returncode == 0 and "published anyway" in opted_out.stdout, opted_out.stderr[-2000:]
+    finally:
+        shutil.rmtree(copy)
