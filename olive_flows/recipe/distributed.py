@@ -51,17 +51,13 @@ class Strategy:
         return blocked.get(method) or blocked.get("*")
 
 
-def config_path(recipe: Recipe, adapter: str) -> tuple[str, ...]:
-    return ("adapters", adapter, "training", "distributed", "config")
-
-
 def strategy(recipe: Recipe, adapter: str) -> Strategy:
     """The adapter's strategy: from its config file when it names one (DistributedConfigError if that
     file cannot be used), else from strategy, zero_stage and offload."""
     settings = recipe.adapters[adapter]["training"]["distributed"]
     if "config" not in settings:
         return Strategy(settings["strategy"], settings["zero_stage"], settings["offload"])
-    return read_config(recipe.resolve_path(config_path(recipe, adapter)))
+    return read_config(recipe.resolve_path(("adapters", adapter, "training", "distributed", "config")))
 
 
 def read_config(path: Path) -> Strategy:

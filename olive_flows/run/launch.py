@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -86,12 +85,6 @@ class Machines:
 def _port(address: str) -> int | None:
     host, _, port = address.rpartition(":")
     return int(port) if host and port.isdigit() and 0 < int(port) < 65536 else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(command: list[str], recipe: Recipe, machines: Machines, console: Console) -> int:
