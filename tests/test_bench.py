@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, write_tiny_quickstart
 
 
 @pytest.mark.slow
@@ -28,19 +28,9 @@ def test_data_parallel_figures_on_a_tiny_quickstart(tmp_path, tiny_model):
     """bench/data_parallel.py's runs (1 and 2 processes) on the quickstart with a tiny random model."""
     sys.path.insert(0, str(REPO / "bench"))
     import data_parallel
-    import yaml
 
-    recipe = tmp_path / "quickstart.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "extends": str(REPO / "recipes" / "quickstart.yaml"),
-                "model": {"id": str(tiny_model("llama"))},
-                "adapters": {"contacts": {"training": {"batch_size": 2}}},
-                "evaluation": {"max_new_tokens": 4, "decode_tokens": 4},
-            }
-        )
-    )
+    evaluation = {"max_new_tokens": 4, "decode_tokens": 4}
+    recipe = write_tiny_quickstart(tmp_path / "quickstart.yaml", tiny_model("llama"), 3, evaluation)
     figures = data_parallel.data_parallel_figures([1, 2], 3, print, recipe=str(recipe))
     assert figures["runs"]["1"]["vs_one_process"] == 1.0
     assert all(run["tokens_per_s"] > 0 for run in figures["runs"].values())

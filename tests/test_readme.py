@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, chat
+from conftest import REPO, chat, write_tiny_quickstart
 
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
@@ -219,13 +218,8 @@ def test_the_cuda_runtime_the_readme_installs_is_the_pinned_pair():
 def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
     """The README's commands on the quickstart's package, verbatim, where ``quickstart`` is the built-in
     recipe with a tiny random model (``olive-flows run quickstart`` is what ``make finetune`` runs)."""
-    quickstart = {
-        "extends": str(REPO / "recipes" / "quickstart.yaml"),
-        "model": {"id": str(tiny_model("llama"))},
-        "adapters": {a: {"training": {"max_steps": 3, "batch_size": 2}} for a in ("contacts", "dates")},
-        "evaluation": {"max_rows": 2, "max_new_tokens": 4, "decode_tokens": 4},
-    }
-    (tmp_path / "quickstart").write_text(yaml.safe_dump(quickstart))
+    evaluation = {"max_rows": 2, "max_new_tokens": 4, "decode_tokens": 4}
+    write_tiny_quickstart(tmp_path / "quickstart", tiny_model("llama"), 3, evaluation)
     run = olive_flows("run", "quickstart", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").is_file()
@@ -281,13 +275,8 @@ def test_serving_as_shown_on_a_tiny_quickstart(tmp_path, tiny_model):
     import httpx2 as httpx
     from live_server import free_port
 
-    quickstart = {
-        "extends": str(REPO / "recipes" / "quickstart.yaml"),
-        "model": {"id": str(tiny_model("llama"))},
-        "adapters": {a: {"training": {"max_steps": 2, "batch_size": 2}} for a in ("contacts", "dates")},
-        "evaluation": {"max_rows": 1, "max_new_tokens": 2, "decode_tokens": 2},
-    }
-    (tmp_path / "quickstart").write_text(yaml.safe_dump(quickstart))
+    evaluation = {"max_rows": 1, "max_new_tokens": 2, "decode_tokens": 2}
+    write_tiny_quickstart(tmp_path / "quickstart", tiny_model("llama"), 2, evaluation)
     assert olive_flows("run", "quickstart", cwd=tmp_path).returncode == 0
     text = README.read_text(encoding="utf-8")
     snippet = next(s for s in re.findall(r"```python\n(.*?)```", text, re.S) if "OpenAI(" in s)
