@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from olive_flows.package.adapter_weights import SCALE_SUFFIX  # int8 adapter weights carry a scale each
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-SCALE_SUFFIX = ".scale"  # olive_flows/package/adapter_weights.py stores int8 weights with a scale each
 
 
 def rescaled(factor: float) -> Callable[[Path], None]:

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,14 +35,6 @@ def test_agreement_is_zero_for_equal_logits_and_counts_only_scored_confident_pos
 
 def olive_flows(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "olive_flows", *args], capture_output=True, text=True, timeout=600)
-
-
-def swap_adapters(package: Path) -> None:
-    """Exchange the package's two adapter files: each name then loads the other's weights."""
-    contacts, dates = package / "adapters" / "contacts.onnx_adapter", package / "adapters" / "dates.onnx_adapter"
-    held = contacts.read_bytes()
-    contacts.write_bytes(dates.read_bytes())
-    dates.write_bytes(held)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ stores its study, resumes, reports, and writes a best recipe that runs."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,15 +114,20 @@ def test_jobs_below_one_are_refused(tmp_path, capsys):
     assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_a_random_sweep_runs_resumes_and_writes_a_best_recipe(tiny_model, tmp_path, capsys):
-    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
+def random_learning_rate_sweep(tiny_model, folder: Path) -> Path:
+    """The tiny recipe with a two-trial random sweep of the dates adapter's learning rate."""
+    recipe = tiny_recipe(tiny_model("llama"), folder / "out")
     recipe["sweep"] = {
         "trials": 2,
         "sampler": "random",
         "parameters": {"adapters.dates.training.learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}},
     }
-    path = write_recipe(tmp_path, recipe)
+    return write_recipe(folder, recipe)
+
+
+@pytest.mark.slow
+def test_a_random_sweep_runs_resumes_and_writes_a_best_recipe(tiny_model, tmp_path, capsys):
+    path = random_learning_rate_sweep(tiny_model, tmp_path)
     assert main(["sweep", str(path), "--offline"]) == 0
     out = capsys.readouterr().out
     assert "trial 0:" in out and "trial 1:" in out and "complete" in out
@@ -143,13 +149,7 @@ def test_a_random_sweep_runs_resumes_and_writes_a_best_recipe(tiny_model, tmp_pa
 @pytest.mark.slow
 def test_two_sweep_processes_share_one_study_and_the_best_is_packaged(tiny_model, tmp_path, capsys):
     """--jobs 2: two processes, each in its own folder, fill one study; --package-best builds the winner."""
-    recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
-    recipe["sweep"] = {
-        "trials": 2,
-        "sampler": "random",
-        "parameters": {"adapters.dates.training.learning_rate": {"low": 1e-3, "high": 3e-2, "log": True}},
-    }
-    path = write_recipe(tmp_path, recipe)
+    path = random_learning_rate_sweep(tiny_model, tmp_path)
     assert main(["sweep", str(path), "--jobs", "2", "--package-best", "--offline"]) == 0
     out = capsys.readouterr().out
     sweep = tmp_path / "out" / "tiny" / "_work" / "sweep"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from olive_flows.cli.run_cmd import positive
+from olive_flows.cli import positive
 from olive_flows.paths import display_path
 from olive_flows.validate.load import load_recipe
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from olive_flows.cli import positive
 from olive_flows.problems import Location, Problem, UserError
 from olive_flows.validate.load import load_recipe
 from olive_flows.world import World
 
 PEER_FAILURE_GRACE_S = 3.0
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 
+from olive_flows.cli import positive
 from olive_flows.problems import UserError
 
 SHUTDOWN_GRACE_S = 3  # requests still generating after this are cancelled
@@ -25,27 +26,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
-        "--threads", type=_positive, help="onnxruntime threads per generation (default: onnxruntime-genai's)"
+        "--threads", type=positive, help="onnxruntime threads per generation (default: onnxruntime-genai's)"
     )
     parser.add_argument(
-        "--parallel", type=_positive, default=4, help="requests generating at once in each process (default 4)"
+        "--parallel", type=positive, default=4, help="requests generating at once in each process (default 4)"
     )
     parser.add_argument(
         "--max-queue", type=_natural, default=16, help="requests waiting beyond those; more get a 503 (default 16)"
     )
     parser.add_argument(
-        "--workers", type=_positive, default=1, help="server processes, each with the model loaded (default 1)"
+        "--workers", type=positive, default=1, help="server processes, each with the model loaded (default 1)"
     )
     parser.add_argument("--api-key-env", metavar="VAR", help="require the API key held in environment variable VAR")
     parser.add_argument("--log", metavar="FILE", help="append each exchange and rating to FILE as JSON lines")
     parser.set_defaults(handler=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _natural(text: str) -> int:
