@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decode import package_engines, round_robin
+from decode import package_engines, round_robin, weight_bytes_per_token
 
 from olive_flows.console import Console
 from olive_flows.evaluate.evaluation import package_bytes
@@ -70,6 +70,7 @@ def adapter_costs(
         base = decode["base"]["tokens_per_s"]
         base_bytes, adapter_bytes = package_bytes(package)
         with_adapters = base_bytes + sum(adapter_bytes.values())
+        read_per_token = weight_bytes_per_token(package / "model.onnx")
         storages[storage] = {
             "decode": decode,
             "slowdown": {a: round(1 - decode[a]["tokens_per_s"] / base, 3) for a in ("r8", "r16", "r64")},
@@ -77,6 +78,10 @@ def adapter_costs(
             "adapter_mb": {name: round(size / 1e6, 2) for name, size in sorted(adapter_bytes.items())},
             "package_4_adapters_mb": round(with_adapters / 1e6, 1),
             "package_4_adapters_vs_base": round(with_adapters / base_bytes, 3),
+            "weights_read_per_token_mb": round(read_per_token / 1e6, 1),
+            "package_4_adapters_vs_weights_read": round(
+                (read_per_token + sum(adapter_bytes.values())) / read_per_token, 3
+            ),
         }
 
     runtime, package = runtimes[STORAGES[0]], packages[STORAGES[0]]

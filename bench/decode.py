@@ -40,36 +40,49 @@ def round_robin(engines: dict[str, Engine], repeats: int) -> dict[str, dict[str,
     return {name: {key: statistics.median(run[key] for run in done) for key in done[0]} for name, done in runs.items()}
 
 
-def pytorch_speed(
-    model_path: str, adapter_dir: Path | None, prompt: list[dict], new_tokens: int, repeats: int, threads: int
-) -> dict[str, float]:
-    """PyTorch fp32 eager with the PEFT adapter loaded (as a user of transformers + peft runs it)."""
+# How a PyTorch user might run the adapter on a CPU: as trained (PEFT, unmerged), and the deployments
+# tried for the fastest (the adapter merged into the weights; in fp32, in bf16, and with
+# torch.ao's dynamic int8 quantization of every Linear layer, weights int8 and activations
+# quantized per token). decode_vs_pytorch is taken against the fastest merged one.
+PYTORCH_SETUPS = ("fp32 + PEFT, unmerged", "fp32, merged", "bf16, merged", "dynamic int8, merged")
+
+
+def pytorch_speeds(
+    model_path: str, adapter_dir: Path, prompt: list[dict], new_tokens: int, repeats: int, threads: int
+) -> dict[str, dict[str, float]]:
+    """Decode speed of each of PYTORCH_SETUPS, with the PEFT adapter in ``adapter_dir``, on ``threads``
+    threads, timed through transformers' ``generate`` as a PyTorch user runs it."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    if adapter_dir:
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    model.eval()
     ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 
-    def timed(tokens: int) -> float:
-        started = time.perf_counter()
-        with torch.no_grad():
-            model.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-        return time.perf_counter() - started
+    def model(setup: str) -> torch.nn.Module:
+        dtype = torch.bfloat16 if setup.startswith("bf16") else torch.float32
+        peft = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), str(adapter_dir)
+        )
+        loaded = peft if "unmerged" in setup else peft.merge_and_unload()
+        if setup.startswith("dynamic int8"):
+            loaded = torch.ao.quantization.quantize_dynamic(loaded, {torch.nn.Linear}, dtype=torch.qint8)
+        return loaded.eval()
 
-    timed(2)  # warm-up
-    first = [timed(1) for _ in range(repeats)]
-    whole = [timed(new_tokens) for _ in range(repeats)]
-    ttft = statistics.median(first)
-    return {
-        "time_to_first_token_s": round(ttft, 4),
-        "tokens_per_s": round((new_tokens - 1) / (statistics.median(whole) - ttft), 1),
-    }
+    def speed(loaded: torch.nn.Module) -> dict[str, float]:
+        def timed(tokens: int) -> float:
+            started = time.perf_counter()
+            with torch.inference_mode():
+                loaded.generate(**ids, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            return time.perf_counter() - started
+
+        timed(2)  # warm-up
+        ttft = statistics.median(timed(1) for _ in range(repeats))
+        whole = statistics.median(timed(new_tokens) for _ in range(repeats))
+        return {"time_to_first_token_s": round(ttft, 4), "tokens_per_s": round((new_tokens - 1) / (whole - ttft), 1)}
+
+    return {setup: speed(model(setup)) for setup in PYTORCH_SETUPS}
 
 
 def llamacpp_engine(gguf: Path, prompt: list[dict], new_tokens: int, threads: int) -> Engine | None:

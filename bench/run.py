@@ -24,6 +24,7 @@ import adapters
 import data_parallel
 import decode
 import serving
+import train_padding
 import training
 
 from olive_flows.evaluate.runtime import PackageRuntime
@@ -34,19 +35,32 @@ from olive_flows.recipe.catalog import builtin_recipes
 
 BENCH = Path(__file__).parent
 REPO = BENCH.parent
-# Every engine decodes on as many threads as llama.cpp is given: all the CPUs. onnxruntime-genai's
-# own default is half the logical CPUs (it assumes two per core), which is one thread on this VM.
+# llama.cpp, PyTorch and the package tuned by hand decode on all the CPUs; the package as shipped runs
+# on the threads its genai_config.json gives (olive-flows' CPU packages: one per physical core).
 THREADS = os.cpu_count() or 1
-DEFAULT_THREADS, LLAMACPP = "package at onnxruntime-genai's default threads", "llama.cpp"  # not adapter names
-TRAIN_REPEATS = 4  # per side, in alternating order (training runs are long: fewer than --repeats)
+ALL_CPUS, LLAMACPP = "package on all the CPUs", "llama.cpp"  # engine names that are not adapter names
+TRAIN_REPEATS = 3  # per side, each side first once (training runs are long: fewer than --repeats)
+PYTORCH_ADAPTER = "dates"  # the quickstart adapter PyTorch decodes with, against the package's
 PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
-TARGETS = {
+# The training table's rows: who trains, and which tokens it learns (bench/training.py).
+TRAINERS = {
+    "olive_flows": ("olive-flows (Olive's LoRA pass)", "answer tokens"),
+    "peft_answers": ("peft + Trainer, prompt labels -100", "answer tokens"),
+    "peft_every_token": ("peft + Trainer", "every token"),
+}
+# Each ratio and its target; None: measured beside a target's ratio, with no target of its own.
+TARGETS: dict[str, tuple[str, float] | None] = {
     "decode_vs_pytorch": (">=", 5.0),
+    "decode_vs_pytorch_unmerged": None,
     "decode_vs_llamacpp": (">=", 1.0),
+    "decode_vs_llamacpp_all_cpus": None,
     "adapter_r16_slowdown": ("<=", 0.15),
+    "adapter_r16_slowdown_4_adapter_package": None,
     "adapter_switch_ms": ("<=", 50.0),
     "package_4_adapters_vs_base": ("<=", 1.1),
+    "package_4_adapters_vs_weights_read": None,
     "train_vs_peft": (">=", 1.0),
+    "train_vs_peft_every_token": None,
     "unchanged_rerun_s": ("<=", 15.0),
     "serve_single_vs_direct": (">=", 0.9),
     "serve_8_clients_vs_single": (">=", 1.5),
@@ -115,20 +129,19 @@ def main() -> int:
     package = workspace.package("cpu")
     manifest = json.loads((package / "manifest.json").read_text())
 
-    say("decode: package (and at onnxruntime-genai's default threads) taking turns with llama.cpp; PyTorch + PEFT")
-    runtime = PackageRuntime(package, threads=THREADS)
+    say("decode: the package as shipped (base, adapters), on all the CPUs, and llama.cpp taking turns; PyTorch")
+    runtime = PackageRuntime(package)
     engines = decode.package_engines(runtime, PROMPT, [None, *runtime.adapter_names], args.tokens)
-    default = decode.package_engines(PackageRuntime(package), PROMPT, [None], args.tokens)["base"]
+    all_cpus = decode.package_engines(PackageRuntime(package, threads=THREADS), PROMPT, [None], args.tokens)["base"]
     gguf = _gguf()
     llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
-    speeds = decode.round_robin(
-        {**engines, DEFAULT_THREADS: default, **({LLAMACPP: llama} if llama else {})}, args.repeats
-    )
+    speeds = decode.round_robin({**engines, ALL_CPUS: all_cpus, **({LLAMACPP: llama} if llama else {})}, args.repeats)
     results["decode"] = {
         "package_int4": {name: speeds[name] for name in engines},
-        "package_int4_default_threads": speeds[DEFAULT_THREADS],
-        "pytorch_fp32_peft": decode.pytorch_speed(
-            manifest["base_model"]["path"], workspace.peft("dates"), PROMPT, args.tokens, args.repeats, THREADS
+        "package_int4_all_cpus": speeds[ALL_CPUS],
+        "adapter_ranks": {name: manifest["adapters"][name]["r"] for name in runtime.adapter_names},
+        "pytorch": decode.pytorch_speeds(
+            manifest["base_model"]["path"], workspace.peft(PYTORCH_ADAPTER), PROMPT, args.tokens, args.repeats, THREADS
         ),
         "llamacpp": {**speeds[LLAMACPP], "weights": gguf.name}
         if llama
@@ -158,17 +171,21 @@ def main() -> int:
         runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
         adapter, stats = runs["adapter"], runs["stats"]
         rows = args.train_steps * adapter["training"]["batch_size"]
+        row_tokens = {"olive_flows": stats["tokens"] / stats["examples"]}
+        row_tokens |= {side: runs["peft_mean_tokens"] for side in training.PLAIN}
         results["training"] = {
             "steps": args.train_steps,
             "rows": rows,
-            "olive_flows_tokens_per_s": round(
-                rows * stats["tokens"] / stats["examples"] / statistics.median(runs["olive_flows_s"]), 1
-            ),
-            "peft_tokens_per_s": round(rows * runs["peft_mean_tokens"] / statistics.median(runs["peft_s"]), 1),
+            "tokens_per_s": {
+                side: round(rows * row_tokens[side] / statistics.median(seconds), 1)
+                for side, seconds in runs["seconds"].items()
+            },
             "learned_share": round(stats["learned_tokens"] / stats["tokens"], 3),
-            "train_runtime_s": {"olive_flows": runs["olive_flows_s"], "peft": runs["peft_s"]},
+            "train_runtime_s": runs["seconds"],
         }
 
+    say("training: olive-flows' data handling against Olive's default padding")
+    results["padding"] = train_padding.padding_figures(args.train_steps, TRAIN_REPEATS, say)
     results["data_parallel"] = data_parallel.data_parallel_figures([1, 2], 24, say)
 
     say("engine: validate, compile, unchanged re-run")
@@ -240,31 +257,46 @@ def _storage(r: dict[str, Any], adapter_weights: str = adapters.STORAGES[0]) -> 
     return r["adapters"]["adapter_weights"][adapter_weights]
 
 
+def shipped_r16_slowdown(r: dict[str, Any]) -> float:
+    """The largest decode slowdown of the shipped quickstart package's r=16 adapters against its base."""
+    speeds = r["decode"]["package_int4"]
+    r16 = [name for name, rank in r["decode"]["adapter_ranks"].items() if rank == 16]
+    return round(max(1 - speeds[name]["tokens_per_s"] / speeds["base"]["tokens_per_s"] for name in r16), 3)
+
+
 def ratios(r: dict[str, Any]) -> dict[str, float | None]:
-    ours = r["decode"]["package_int4"]["base"]["tokens_per_s"]
-    llama = r["decode"]["llamacpp"].get("tokens_per_s")
+    d = r["decode"]
+    ours = d["package_int4"]["base"]["tokens_per_s"]
+    llama = d["llamacpp"].get("tokens_per_s")
+    pytorch = d["pytorch"]
+    fastest = max((s for s in decode.PYTORCH_SETUPS if "unmerged" not in s), key=lambda s: pytorch[s]["tokens_per_s"])
+    adapter = d["package_int4"][PYTORCH_ADAPTER]["tokens_per_s"]
+    trained = r["training"]["tokens_per_s"]
     return {
-        "decode_vs_pytorch": round(
-            r["decode"]["package_int4"]["dates"]["tokens_per_s"] / r["decode"]["pytorch_fp32_peft"]["tokens_per_s"], 2
-        ),
+        "decode_vs_pytorch": round(adapter / pytorch[fastest]["tokens_per_s"], 2),
+        "decode_vs_pytorch_unmerged": round(adapter / pytorch[decode.PYTORCH_SETUPS[0]]["tokens_per_s"], 2),
         "decode_vs_llamacpp": round(ours / llama, 2) if llama else None,
-        "adapter_r16_slowdown": _storage(r)["slowdown"]["r16"],
+        "decode_vs_llamacpp_all_cpus": round(d["package_int4_all_cpus"]["tokens_per_s"] / llama, 2) if llama else None,
+        "adapter_r16_slowdown": shipped_r16_slowdown(r),
+        "adapter_r16_slowdown_4_adapter_package": _storage(r)["slowdown"]["r16"],
         "adapter_switch_ms": r["adapters"]["switch_ms"],
         "package_4_adapters_vs_base": _storage(r)["package_4_adapters_vs_base"],
-        "train_vs_peft": round(r["training"]["olive_flows_tokens_per_s"] / r["training"]["peft_tokens_per_s"], 2),
+        "package_4_adapters_vs_weights_read": _storage(r)["package_4_adapters_vs_weights_read"],
+        "train_vs_peft": round(trained["olive_flows"] / trained[training.PLAIN[0]], 2),
+        "train_vs_peft_every_token": round(trained["olive_flows"] / trained[training.PLAIN[1]], 2),
         "unchanged_rerun_s": r["engine"]["unchanged_rerun_s"],
         **serve_ratios(r),
     }
 
 
 def serve_ratios(r: dict[str, Any]) -> dict[str, float | None]:
-    """One streamed request against the same package in-process (both at onnxruntime-genai's default
-    threads); 8 clients against 1 and 4 base-model clients against llama-cpp-python's server, with one
+    """One streamed request against the same package in-process (both on the package's own threads);
+    8 clients against 1 and 4 base-model clients against llama-cpp-python's server, with one
     server process per core (the set-up the README gives for throughput)."""
     default, per_core = (r["serve"]["configurations"][k] for k in ("default", "per_core"))
     llama = r["serve"]["llamacpp_server"].get("base_4_clients")
     load = {entry["clients"]: entry["aggregate_tokens_per_s"] for entry in per_core["load"]}
-    direct = r["decode"]["package_int4_default_threads"]["tokens_per_s"]
+    direct = r["decode"]["package_int4"]["base"]["tokens_per_s"]
     return {
         "serve_single_vs_direct": round(default["single"]["tokens_per_s"] / direct, 2),
         "serve_8_clients_vs_single": round(load[8] / load[1], 2),
@@ -306,12 +338,52 @@ def serve_report(r: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Load columns: aggregate tokens/s of all clients over the wall time (median time to first token). Each "
-        "client streams its requests one after another, the models (base and adapters) in turn. The in-process "
-        f"decode of the same package at the same threads: {r['decode']['package_int4_default_threads']['tokens_per_s']}"
-        " tokens/s.",
+        "client streams its requests one after another, the models (base and adapters) in turn. A server with "
+        "several workers shares the physical cores out between them (`--threads` unset). The in-process decode of "
+        f"the same package on its own threads: {r['decode']['package_int4']['base']['tokens_per_s']} tokens/s.",
         "",
     ]
     return lines
+
+
+def padding_report(r: dict[str, Any]) -> list[str]:
+    """bench/train_padding.py's figure: olive-flows' data handling against Olive's default padding."""
+    p = r["padding"]
+    speeds = p["non_padding_tokens_per_s"]
+    return [
+        f"Padding (bench/train_padding.py): the same LoRA pass, rows, batch size {p['batch_size']} and max_seq_len "
+        f"{p['max_seq_len']} ({p['mean_tokens_per_row']} tokens per row on average), {p['steps']} steps, median of "
+        f"{p['repeats']} runs each: olive-flows' data component (each batch padded to its longest row, answers "
+        f"learned) {speeds['olive-flows']} non-padding tokens/s, Olive's own text-generation pre-processing (every "
+        f"row padded to max_seq_len, every token learned) {speeds['olive-default']}: "
+        f"{p['ratio_olive_flows_vs_olive_default']}x.",
+        "",
+    ]
+
+
+def quickstart_report() -> list[str]:
+    """The fresh-clone quickstart's time by stage, from bench/quickstart.json (bench/quickstart.py)."""
+    path = BENCH / "quickstart.json"
+    if not path.is_file():
+        return []
+    q = json.loads(path.read_text())
+    return [
+        "## The quickstart from a fresh clone",
+        "",
+        f"`make setup` then `make finetune` in a fresh clone of {q['commit'][:7]} with an empty model cache, measured "
+        "by bench/quickstart.py (not part of `make bench`: it installs a new .venv), stages from the run's own "
+        "timings.json:",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        f"| make setup (new .venv from the package registry) | {q['setup_s']} |",
+        f"| make finetune, in all | {q['finetune_s']} |",
+        *(f"| &nbsp;&nbsp;{stage} | {seconds} |" for stage, seconds in q["stages_s"].items()),
+        f"| &nbsp;&nbsp;process start, validation, data check | {q['outside_stages_s']} |",
+        "",
+        f"Evaluation is {q['eval_share']:.0%} of `make finetune` (`eval_share`).",
+        "",
+    ]
 
 
 def data_parallel_report(r: dict[str, Any]) -> list[str]:
@@ -350,10 +422,14 @@ def report(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     missed = []
-    for name, (relation, target) in TARGETS.items():
+    for name, goal in TARGETS.items():
         value = r["ratios"][name]
-        met = value is not None and (value >= target if relation == ">=" else value <= target)
         shown = "not measured" if value is None else value
+        if goal is None:
+            lines.append(f"| `{name}` | {shown} | (beside the one above) | |")
+            continue
+        relation, target = goal
+        met = value is not None and (value >= target if relation == ">=" else value <= target)
         lines.append(f"| `{name}` | {shown} | {relation} {target} | {'yes' if met else '**no**'} |")
         if not met:
             missed.append(f"- `{name}` = {shown}, target {relation} {target}: {WHY_MISSED[name](r)}")
@@ -368,28 +444,35 @@ def report(r: dict[str, Any]) -> str:
     ]
     for name, speed in d["package_int4"].items():
         lines.append(
-            f"| olive-flows int4 package, {name} | {speed['tokens_per_s']} | {speed['time_to_first_token_s']} |"
+            f"| olive-flows int4 package as shipped, {name} | {speed['tokens_per_s']} | "
+            f"{speed['time_to_first_token_s']} |"
         )
+    tuned = d["package_int4_all_cpus"]
     lines.append(
-        f"| PyTorch fp32 eager + PEFT (dates) | {d['pytorch_fp32_peft']['tokens_per_s']} | "
-        f"{d['pytorch_fp32_peft']['time_to_first_token_s']} |"
+        f"| the same, base, intra_op_num_threads = all {r['settings']['threads']} CPUs | {tuned['tokens_per_s']} | "
+        f"{tuned['time_to_first_token_s']} |"
     )
+    for setup, speed in d["pytorch"].items():
+        lines.append(
+            f"| PyTorch eager, {setup} ({PYTORCH_ADAPTER}) | {speed['tokens_per_s']} | {speed['time_to_first_token_s']} |"
+        )
     llama = d["llamacpp"]
     lines.append(
         f"| llama.cpp ({llama['weights']}) | {llama['tokens_per_s']} | {llama['time_to_first_token_s']} |"
         if "tokens_per_s" in llama
         else f"| llama.cpp | {llama['skipped']} | |"
     )
-    default = d["package_int4_default_threads"]
     b = r["bandwidth"]
     lines += [
         "",
-        f"Every engine runs on {r['settings']['threads']} threads, all the CPUs (llama.cpp's n_threads, "
-        "torch.set_num_threads, the package's session option intra_op_num_threads). Without that option "
-        "onnxruntime-genai takes half the logical CPUs (at most 16), assuming two per core; there the base "
-        f"package decodes {default['tokens_per_s']} tokens/s ({default['time_to_first_token_s']} s to the first "
-        "token). The package's base and adapters, the package at the default threads and llama.cpp take turns, "
-        "one generation each per round after an untimed round; PyTorch runs after them.",
+        "The package as shipped runs on the threads its genai_config.json gives (olive-flows' CPU packages: "
+        "`intra_op_num_threads: 0`, onnxruntime's one thread per physical core), as the README's Python snippet, "
+        f"`olive-flows chat` and `serve` run it; the ratios against llama.cpp and PyTorch use it. llama.cpp "
+        f"(n_threads), PyTorch (torch.set_num_threads) and the package tuned by hand run on all "
+        f"{r['settings']['threads']} CPUs. The package's engines and llama.cpp take turns, one generation each "
+        "per round after an untimed round; PyTorch runs after them, each set-up after a warm-up. "
+        f"`decode_vs_pytorch` divides by the fastest merged PyTorch set-up; the adapter as trained (PEFT, "
+        "unmerged) is `decode_vs_pytorch_unmerged`.",
         "",
         f"Memory-bandwidth bound: {b['weight_mb_per_token']} MB of weights per token over a measured copy bandwidth "
         f"of {b['copy_gb_s']} GB/s = {b['bound_tokens_per_s']} tokens/s; the base package reaches "
@@ -403,6 +486,17 @@ def report(r: dict[str, Any]) -> str:
         ),
         "",
         "## Adapters",
+        "",
+        "The shipped quickstart package's adapters (rank "
+        + ", ".join(f"{name} r={rank}" for name, rank in d["adapter_ranks"].items())
+        + ") against its base, as shipped: "
+        + ", ".join(
+            f"{name} {1 - d['package_int4'][name]['tokens_per_s'] / d['package_int4']['base']['tokens_per_s']:.1%} "
+            "slower"
+            for name in d["adapter_ranks"]
+        )
+        + " (`adapter_r16_slowdown` is the largest of the r=16 ones). A bench package with four adapters on the "
+        "same base, built both ways a package can store LoRA weights, shows how the cost grows with rank:",
         "",
         "| | r=8 | r=16 | r=64 |",
         "|---|---|---|---|",
@@ -448,22 +542,39 @@ def report(r: dict[str, Any]) -> str:
             f"({s['base_model_mb']} MB)"
             for storage, s in a["adapter_weights"].items()
         )
-        + f"; 4 merged models: {a['four_merged_models_mb']} MB.",
+        + f"; 4 merged models: {a['four_merged_models_mb']} MB. The base model's file includes its fp32 embedding "
+        "table, of which a token reads one row: against the "
+        f"{_storage(r)['weights_read_per_token_mb']} MB of weights a token reads, the four adapters add "
+        + ", ".join(
+            f"{s['package_4_adapters_vs_weights_read']}x ({storage} weights)"
+            for storage, s in a["adapter_weights"].items()
+        )
+        + " (`package_4_adapters_vs_weights_read`).",
         "",
         *serve_report(r),
         "## Training",
         "",
-        f"{r['training']['steps']} steps, {r['training']['rows']} rows: olive-flows "
-        f"{r['training']['olive_flows_tokens_per_s']} non-padding tokens/s, plain peft + Trainer script "
-        f"{r['training']['peft_tokens_per_s']} tokens/s (medians of {len(r['training']['train_runtime_s']['peft'])} "
-        "runs each, after an untimed warm-up, the two taking turns to go first: the first training in a process "
-        f"is the slowest). Trainer runtimes (s): olive-flows {r['training']['train_runtime_s']['olive_flows']}, "
-        f"peft {r['training']['train_runtime_s']['peft']}. olive-flows learns the answer tokens "
-        f"({r['training']['learned_share']:.0%} of the tokens here) and projects only the positions that predict "
-        "them onto the vocabulary (olive_flows/plugins/train_pass.py); the plain script learns every token, so it "
-        "computes every logit.",
+        f"{r['training']['steps']} steps, {r['training']['rows']} rows of the quickstart's contacts adapter, "
+        "non-padding tokens trained per second (medians of "
+        f"{len(r['training']['train_runtime_s']['olive_flows'])} runs each, after an untimed warm-up, each side "
+        "going first once: the first training in a process is the slowest):",
         "",
+        "| trainer | learns | tokens/s | trainer runtimes (s) |",
+        "|---|---|---|---|",
+        *(
+            f"| {TRAINERS[side][0]} | {TRAINERS[side][1]} | {r['training']['tokens_per_s'][side]} | "
+            f"{', '.join(str(t) for t in r['training']['train_runtime_s'][side])} |"
+            for side in TRAINERS
+        ),
+        "",
+        f"The answer tokens are {r['training']['learned_share']:.0%} of the tokens here. olive-flows projects only "
+        "the positions that predict them onto the vocabulary (olive_flows/plugins/train_pass.py); both plain "
+        "scripts compute every logit. `train_vs_peft` is against the script with the same objective, "
+        "`train_vs_peft_every_token` against the simplest one.",
+        "",
+        *padding_report(r),
         *data_parallel_report(r),
+        *quickstart_report(),
         "## Engine",
         "",
         f"Unchanged re-run of the quickstart: {r['engine']['unchanged_rerun_s']} s (a fresh process: startup, data "

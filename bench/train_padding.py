@@ -9,6 +9,7 @@ only the data config differs:
   * Olive default: Olive's text-generation pre-processing with the chat template, which pads every
     row to max_seq_len and learns every token.
 The figure is non-padding tokens trained per second (the median of --repeats runs of each).
+`make bench` runs it too (bench/results.json "padding", the README's figure).
 
     python bench/train_padding.py [--steps 12] [--repeats 3] [--json bench/train_padding.json]
 """
@@ -22,7 +23,9 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from olive_flows.compile.plan import plan_recipe
 from olive_flows.compile.workflow import Job
@@ -69,30 +72,26 @@ def contacts_training(steps: int, work: Path) -> tuple[Recipe, PreparedDataset, 
     return recipe, plan.datasets["contacts"], job, config
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="write the raw figures here")
-    args = parser.parse_args()
-
+def padding_figures(steps: int, repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Both data configs trained ``repeats`` times each, taking turns; their median non-padding tokens/s."""
     with tempfile.TemporaryDirectory() as tmp:
-        recipe, _, job, ours = contacts_training(args.steps, Path(tmp))
+        recipe, _, job, ours = contacts_training(steps, Path(tmp))
         training = recipe.adapters["contacts"]["training"]
         olive = copy.deepcopy(ours)
         olive_default_data(olive, training["max_seq_len"])
 
         runs: dict[str, list[float]] = {"olive-flows": [], "olive-default": []}
-        for repeat in range(args.repeats):
+        for repeat in range(repeats):
             for label, config in (("olive-flows", ours), ("olive-default", olive)):
                 runs[label].append(train_seconds(config, Path(tmp) / f"{label}-{repeat}", label))
-                print(f"run {repeat + 1}/{args.repeats} {label}: {runs[label][-1]:.1f} s", file=sys.stderr)
+                say(f"padding run {repeat + 1}/{repeats} {label}: {runs[label][-1]:.1f} s")
         stats = json.loads(Path(job.stats_path).read_text())
 
-    rows = args.steps * training["batch_size"]
+    rows = steps * training["batch_size"]
     real_tokens = rows * stats["tokens"] / stats["examples"]  # same rows per step in both runs
     result = {
-        "steps": args.steps,
+        "steps": steps,
+        "repeats": repeats,
         "batch_size": training["batch_size"],
         "max_seq_len": training["max_seq_len"],
         "mean_tokens_per_row": round(stats["tokens"] / stats["examples"], 1),
@@ -102,6 +101,16 @@ def main() -> int:
     result["ratio_olive_flows_vs_olive_default"] = round(
         result["non_padding_tokens_per_s"]["olive-flows"] / result["non_padding_tokens_per_s"]["olive-default"], 2
     )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    args = parser.parse_args()
+    result = padding_figures(args.steps, args.repeats, lambda text: print(text, file=sys.stderr))
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

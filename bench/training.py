@@ -1,11 +1,12 @@
-"""Training throughput: an olive-flows LoRA run against a plain peft + transformers Trainer script.
+"""Training throughput: an olive-flows LoRA run against plain peft + transformers Trainer scripts.
 
-Same model, rows, LoRA settings, batch size, learning rate and steps. The plain script is what a
-user would write: chat template, truncation to max_seq_len, dynamic padding to the longest row of
-each batch, loss on every token. The figure is non-padding tokens trained per second. olive-flows
-learns the answers only and computes logits only at the positions that predict them; the plain
-script computes every logit (masking the prompt's labels, as a script learning only the answers
-would, leaves its cost the same).
+Same model, rows, LoRA settings, batch size, learning rate and steps. The plain scripts are what a
+careful user would write: chat template, truncation to max_seq_len, dynamic padding to the longest
+row of each batch. The baseline learns what olive-flows learns, the answer tokens (the prompt's
+labels set to -100, the rows padded by DataCollatorForSeq2Seq); the every-token script, the
+simplest one (DataCollatorForLanguageModeling), is measured beside it. The figure is non-padding
+tokens trained per second. olive-flows computes logits only at the positions that predict a
+learned token; both plain scripts compute every logit.
 
 The first training in a process runs slower than the ones after it, so
 ``side_by_side`` runs an untimed warm-up first and alternates which of the two goes first.
@@ -32,15 +33,39 @@ def olive_flows_seconds(steps: int, work: Path) -> tuple[float, dict[str, Any], 
     return seconds, recipe.adapters["contacts"], {"rows_file": str(data.train_file), **stats}
 
 
-def peft_seconds(model_path: str, rows_file: str, adapter: dict[str, Any], steps: int, work: Path) -> tuple[float, int]:
-    """The plain script; returns the trainer's train_runtime and the mean non-padding tokens per row."""
-    import torch
+PLAIN = ("peft_answers", "peft_every_token")  # the plain scripts: answer tokens learned, every token learned
+
+
+def plain_rows(tokenizer: Any, rows_file: str, max_seq_len: int, answers_only: bool) -> Any:
+    """The rows as a plain script tokenizes them: the chat template, truncated to ``max_seq_len``; with
+    ``answers_only``, labels that are -100 up to the assistant's answer (the last turn)."""
     from datasets import load_dataset
+
+    def tokenized(row: dict[str, Any]) -> dict[str, list[int]]:
+        text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        ids = tokenizer(text, truncation=True, max_length=max_seq_len)
+        if answers_only:
+            prompt = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+            assert text.startswith(prompt), "the answer is the last turn"
+            masked = len(tokenizer(prompt)["input_ids"])
+            ids["labels"] = [-100] * masked + ids["input_ids"][masked:]
+        return ids
+
+    data = load_dataset("json", data_files=rows_file, split="train")
+    return data.map(tokenized, remove_columns=data.column_names)
+
+
+def peft_seconds(
+    model_path: str, rows_file: str, adapter: dict[str, Any], steps: int, work: Path, answers_only: bool
+) -> tuple[float, float]:
+    """A plain script; returns the trainer's train_runtime and the mean non-padding tokens per row."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForLanguageModeling,
+        DataCollatorForSeq2Seq,
         Trainer,
         TrainingArguments,
     )
@@ -59,15 +84,7 @@ def peft_seconds(model_path: str, rows_file: str, adapter: dict[str, Any], steps
             task_type="CAUSAL_LM",
         ),
     )
-    data = load_dataset("json", data_files=rows_file, split="train")
-    data = data.map(
-        lambda row: tokenizer(
-            tokenizer.apply_chat_template(row["messages"], tokenize=False),
-            truncation=True,
-            max_length=training["max_seq_len"],
-        ),
-        remove_columns=data.column_names,
-    )
+    data = plain_rows(tokenizer, rows_file, training["max_seq_len"], answers_only)
     mean_tokens = sum(len(ids) for ids in data["input_ids"]) / len(data)
     args = TrainingArguments(
         output_dir=str(work / "peft"),
@@ -82,26 +99,30 @@ def peft_seconds(model_path: str, rows_file: str, adapter: dict[str, Any], steps
         report_to="none",
         disable_tqdm=True,
     )
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    collator = (
+        DataCollatorForSeq2Seq(tokenizer, padding=True)
+        if answers_only
+        else DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    )
     started = time.perf_counter()
     output = Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
     return output.metrics.get("train_runtime", time.perf_counter() - started), mean_tokens
 
 
 def side_by_side(model_path: str, steps: int, repeats: int, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    """``repeats`` timed runs of each, after a warm-up, in alternating order (olive-flows first, then
-    the plain script first, ...), so that neither always pays for what the other leaves behind."""
+    """``repeats`` timed runs of each, after a warm-up, in rotating order (each goes first in turn),
+    so that none always pays for what another leaves behind."""
     say("training warm-up (not timed)")
     _, adapter, stats = olive_flows_seconds(2, work / "warm-up")
-    ours: list[float] = []
-    plain: list[float] = []
+    sides = ("olive_flows", *PLAIN)
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
     for repeat in range(repeats):
-        order = ("olive-flows", "peft") if repeat % 2 == 0 else ("peft", "olive-flows")
-        for who in order:
-            if who == "olive-flows":
-                seconds, adapter, stats = olive_flows_seconds(steps, work / f"of-{repeat}")
-                ours.append(seconds)
+        for side in sides[repeat % 3 :] + sides[: repeat % 3]:
+            if side == "olive_flows":
+                took, adapter, stats = olive_flows_seconds(steps, work / f"of-{repeat}")
             else:
-                seconds, mean_tokens = peft_seconds(model_path, stats["rows_file"], adapter, steps, work)
-                plain.append(seconds)
-    return {"olive_flows_s": ours, "peft_s": plain, "adapter": adapter, "stats": stats, "peft_mean_tokens": mean_tokens}
+                took, mean_tokens = peft_seconds(
+                    model_path, stats["rows_file"], adapter, steps, work, answers_only=side == PLAIN[0]
+                )
+            seconds[side].append(took)
+    return {"seconds": seconds, "adapter": adapter, "stats": stats, "peft_mean_tokens": mean_tokens}

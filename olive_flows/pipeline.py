@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,10 +23,10 @@ from olive_flows.console import Console
 from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.assess import NOT_VERIFIED, assess_package
 from olive_flows.evaluate.report import overfitting
-from olive_flows.files import write_json
+from olive_flows.files import write_json, write_text_atomic
 from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
-from olive_flows.package.build import build_package, size_mb
+from olive_flows.package.build import PackageCheck, build_package, size_mb
 from olive_flows.package.promotion import NotPromoted
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
@@ -98,10 +99,12 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
             f"the others log to {display_path(run_dir / 'logs')}/rank-<rank>.log"
         )
 
+    timings: dict[str, float] = {}  # seconds per stage, in the order the run went through them (timings.json)
+    started = time.monotonic()
     plan = plan_recipe(
         recipe, console, model_log=run_dir / "logs" / "model.log", processes=ranks.world.size if ranks else 1
     )
-    timings: dict[str, float] = {}
+    timings["prepare model and data"] = round(time.monotonic() - started, 1)
     outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
     trained: dict[str, Path] = {}
     for job in plan.jobs:
@@ -111,7 +114,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         if adapter_dir is None:
             raise PackageError(f"{job.name}: Olive's output names no trained adapter (see {output / 'footprint.json'})")
         trained[job.adapter] = adapter_dir
-    write_json(run_dir / "timings.json", timings)
+    _write_timings(run_dir, timings)
     for adapter, job in {job.adapter: job for job in plan.jobs}.items():
         dataset = recipe.spec.dataset_of(adapter)
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
@@ -131,14 +134,19 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         check = partial(
             assess_package, recipe, workspace=workspace, console=console, log=run_dir / "logs" / f"eval-{target}.log"
         )
+        started, timings[f"package {target}"] = time.monotonic(), 0.0
         try:
             package, scores = build_package(
-                recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, check
+                recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, _timed(check, timings, target)
             )
         except NotPromoted as exc:  # the other targets still get their chance
             console.say(str(exc))
             not_promoted.append(str(exc))
             continue
+        finally:
+            evaluated = timings.get(f"evaluate {target}", 0.0)
+            timings[f"package {target}"] = round(time.monotonic() - started - evaluated, 1)
+            _write_timings(run_dir, timings)
         if scores is None:
             console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
             eval_file = package / EVAL
@@ -154,3 +162,21 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
     if not_promoted:
         raise NotPromoted(" / ".join(not_promoted))
     return result
+
+
+def _write_timings(run_dir: Path, timings: dict[str, float]) -> None:
+    """timings.json: seconds per stage, in the order of the stages (not sorted by name)."""
+    write_text_atomic(run_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+
+
+def _timed(check: PackageCheck, timings: dict[str, float], target: str) -> PackageCheck:
+    """``check`` (a package's evaluation), its time recorded in ``timings`` as ``evaluate <target>``."""
+
+    def timed(package: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            return check(package, manifest)
+        finally:
+            timings[f"evaluate {target}"] = round(time.monotonic() - started, 1)
+
+    return timed

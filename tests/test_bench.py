@@ -72,3 +72,40 @@ def test_serving_figures_on_a_tiny_package(tiny_package):
         assert setup["single"]["tokens_per_s"] > 0 and all(e["aggregate_tokens_per_s"] > 0 for e in setup["load"])
     llama = figures["llamacpp_server"]
     assert "skipped" in llama or llama["base_4_clients"]["aggregate_tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_plain_baseline_learns_exactly_what_olive_flows_learns(tmp_path):
+    """train_vs_peft's baseline script tokenizes the quickstart's contacts rows into the same ids and the
+    same labels (prompt -100, answer and end-of-turn learned) as olive-flows' data component."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import training
+    from train_padding import contacts_training
+    from transformers import AutoTokenizer
+
+    from olive_flows.data.tokenize import encode
+    from olive_flows.models.builtin import materialize
+
+    recipe, data, _, _ = contacts_training(1, tmp_path)
+    max_seq_len = recipe.adapters["contacts"]["training"]["max_seq_len"]
+    tokenizer = AutoTokenizer.from_pretrained(materialize("smollm2-135m-instruct"))
+    plain = training.plain_rows(tokenizer, str(data.train_file), max_seq_len, answers_only=True)
+    ours = [encode(tokenizer, json.loads(line), max_seq_len) for line in data.train_file.read_text().splitlines()]
+    assert len(plain) == len(ours) > 100
+    assert plain["input_ids"] == [row.input_ids for row in ours]
+    assert plain["labels"] == [row.labels for row in ours]
+    every = training.plain_rows(tokenizer, str(data.train_file), max_seq_len, answers_only=False)
+    assert "labels" not in every.column_names, "the every-token script's collator copies the ids"
+
+
+@pytest.mark.slow
+def test_every_pytorch_setup_decodes(tiny_package):
+    """decode_vs_pytorch's set-ups (PEFT unmerged; merged in fp32, bf16 and dynamic int8) all generate."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import decode
+
+    manifest = json.loads((tiny_package / "manifest.json").read_text())
+    peft = tiny_package.parent / "_peft" / "contacts"
+    speeds = decode.pytorch_speeds(manifest["base_model"]["path"], peft, [{"role": "user", "content": "Hi"}], 4, 1, 1)
+    assert list(speeds) == list(decode.PYTORCH_SETUPS)
+    assert all(speed["tokens_per_s"] > 0 and speed["time_to_first_token_s"] > 0 for speed in speeds.values())

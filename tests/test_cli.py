@@ -101,3 +101,15 @@ def test_a_second_run_of_the_same_recipe_waits_its_turn(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is in use by a run in progress" in err and f"pid {os.getpid()}" in err
     assert not (tmp_path / "quickstart" / "cpu").exists()
+
+
+def test_serve_workers_share_the_physical_cores():
+    import psutil
+
+    from olive_flows.cli.serve_cmd import threads_per_worker
+
+    assert threads_per_worker(1) is None, "one server process keeps the package's own threads"
+    cores = psutil.cpu_count(logical=False) or os.cpu_count()
+    for workers in (2, 3, 64):
+        threads = threads_per_worker(workers)
+        assert threads >= 1 and (threads * workers <= cores or threads == 1), (workers, threads)

@@ -76,6 +76,8 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
         assert (package / name).stat().st_size == entry["size"], name
     assert manifest["adapters"]["contacts"]["r"] == 8 and manifest["adapters"]["dates"]["r"] == 4
     assert manifest["target"]["precision"] == "int4" and manifest["smoke_check"] == "passed"
+    decoder = json.loads((package / "genai_config.json").read_text())["model"]["decoder"]
+    assert decoder["session_options"]["intra_op_num_threads"] == 0, "a CPU package takes a thread per core"
     assert manifest["versions"]["onnxruntime-genai"] == importlib.metadata.version("onnxruntime-genai")
 
     base = first_logits(package, None)
@@ -93,6 +95,10 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
     assert 0 < stats["tokenization"]["learned_tokens"] < stats["tokenization"]["tokens"], (
         "prompt tokens are not learned"
     )
+
+    timings = json.loads((result.run_dir / "timings.json").read_text())
+    stages = ["prepare model and data", "cpu/contacts", "cpu/dates", "package cpu", "evaluate cpu"]
+    assert list(timings) == stages and timings["evaluate cpu"] > 0 and min(timings.values()) >= 0, timings
 
     scores = json.loads((package / "eval.json").read_text())
     assert scores == result.scores["cpu"]
@@ -158,6 +164,8 @@ def test_phi_lora_recipe_offline_from_the_hub_cache(tiny_model, hub_cache, tmp_p
     assert json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"][
         "session_options"
     ]["provider_options"], "the CUDA package asks for the CUDA provider"
+    cuda_options = json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"]
+    assert "intra_op_num_threads" not in cuda_options["session_options"], "only the CPU profile sets threads"
 
 
 def test_text_and_instruction_datasets_train_and_export(tiny_model, tmp_path):

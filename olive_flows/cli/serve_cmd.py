@@ -26,7 +26,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
-        "--threads", type=positive, help="onnxruntime threads per generation (default: onnxruntime-genai's)"
+        "--threads",
+        type=positive,
+        help="onnxruntime threads per server process (default: the package's, one per physical core, "
+        "shared out between --workers)",
     )
     parser.add_argument(
         "--parallel", type=positive, default=4, help="requests generating at once in each process (default 4)"
@@ -47,6 +50,16 @@ def _natural(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
+
+
+def threads_per_worker(workers: int) -> int | None:
+    """The physical cores shared out between ``workers`` server processes, each of which would otherwise
+    take one thread per core from the package's settings; None (the package's own) for one process."""
+    if workers == 1:
+        return None
+    import psutil
+
+    return max(1, (psutil.cpu_count(logical=False) or os.cpu_count() or 1) // workers)
 
 
 def _loopback(host: str) -> bool:
@@ -76,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             "the model (set one with --api-key-env VAR)",
             file=sys.stderr,
         )
-    settings = Settings(str(package.resolve()), args.threads, args.parallel, args.max_queue, api_key, args.log)
+    threads = args.threads or threads_per_worker(args.workers)
+    settings = Settings(str(package.resolve()), threads, args.parallel, args.max_queue, api_key, args.log)
     os.environ[CONFIG_ENV] = settings.to_env()
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(

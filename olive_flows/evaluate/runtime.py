@@ -96,9 +96,10 @@ class PackageRuntime:
     """A package loaded once, with every adapter in its adapters/ folder loaded by file name."""
 
     def __init__(self, folder: Path, genai_provider: str | None = None, threads: int | None = None, arena: bool = True):
-        """``threads``: onnxruntime's intra-op threads, for timing engines side by side at equal thread
-        counts. None keeps onnxruntime-genai's default (half the logical CPUs, at most 16), as a
-        deployed package without ``intra_op_num_threads`` in its genai_config.json gets.
+        """``threads``: onnxruntime's intra-op threads, for sharing the cores between server processes
+        or timing engines at equal thread counts. None keeps what the package's genai_config.json says,
+        as a deployed package runs (olive-flows' CPU packages: onnxruntime's one thread per physical
+        core; a config without the option: onnxruntime-genai's half the logical CPUs).
         ``arena``: False turns off onnxruntime's CPU memory arena, which keeps the largest memory a
         process ever needed; a long-running server that sees requests of every size gives memory back."""
         import onnxruntime_genai as og

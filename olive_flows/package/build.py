@@ -6,6 +6,7 @@ replaces the previous one, so an interrupted or failed run leaves the old packag
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from olive_flows.compile.workflow import Job
 from olive_flows.data.prepare import PreparedDataset
-from olive_flows.files import replace_dir, staging_dir, write_json
+from olive_flows.files import replace_dir, staging_dir, write_json, write_text_atomic
 from olive_flows.layout import ADAPTER_DIR, ADAPTER_SUFFIX, MANIFEST, RESOLVED_RECIPE, Workspace
 from olive_flows.models.resolve import ModelRef
 from olive_flows.package import adapter_weights, graph
@@ -52,7 +53,10 @@ def build_package(
     is intact (nothing is rebuilt or re-evaluated then)."""
     spec = recipe.spec.targets[target]
     final = workspace.package(target)
-    fingerprint = inputs_fingerprint(recipe_hash(recipe.data), target, {n: f for n, (_, f) in outputs.items()})
+    session_options = spec.profile.get("session_options", {})
+    fingerprint = inputs_fingerprint(
+        recipe_hash(recipe.data), [target, session_options], {n: f for n, (_, f) in outputs.items()}
+    )
     if up_to_date(final, fingerprint):
         return final, None
     staging = staging_dir(final)
@@ -66,6 +70,7 @@ def build_package(
             )
         if spec.adapter_weights == "int8":
             adapter_weights.quantize_package(staging)
+        write_session_options(staging, session_options)
         manifest = {
             "format": FORMAT,
             "recipe": {"name": recipe.name, "sha256": recipe_hash(recipe.data), "source": recipe.source},
@@ -105,6 +110,19 @@ def build_package(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final, scores
+
+
+def write_session_options(package: Path, options: dict[str, Any]) -> None:
+    """Add the target profile's onnxruntime session options to the package's genai_config.json, so that
+    every user of the package (the README's snippet, chat, eval, serve) runs as it was measured; an
+    option the exported config already sets stays as it is."""
+    if not options:
+        return
+    path = package / "genai_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    decoder = config["model"]["decoder"]
+    decoder["session_options"] = {**options, **decoder.get("session_options", {})}
+    write_text_atomic(path, json.dumps(config, indent=4) + "\n")
 
 
 def _adapter_entry(

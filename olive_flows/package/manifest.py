@@ -44,8 +44,9 @@ def file_table(folder: Path) -> dict[str, dict[str, Any]]:
 RUN_RECORDS = {"footprint.json", "output_footprint.json", "run_history.txt"}
 
 
-def inputs_fingerprint(recipe_sha256: str, target: str, job_outputs: dict[str, Path]) -> str:
-    """sha256 of everything a package is built from: the resolved recipe, the target, the versions
+def inputs_fingerprint(recipe_sha256: str, target: Any, job_outputs: dict[str, Path]) -> str:
+    """sha256 of everything a package is built from: the resolved recipe, the target (any JSON value
+    that names it and what olive-flows adds for it), the versions
     and the content of each adapter's Olive output. Equal fingerprints build equal packages."""
     digest = hashlib.sha256(json.dumps([FORMAT, recipe_sha256, target, versions()], sort_keys=True).encode())
     for adapter, folder in sorted(job_outputs.items()):
