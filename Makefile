@@ -75,5 +75,7 @@ clean:
 distclean: clean
 	rm -rf $(VENV) *.egg-info
 
+# make docs: the README's generated sections, from the schema, targets.json and the committed bench outputs.
 docs: setup
 	$(BIN)/python scripts/schema_docs.py
+	$(BIN)/python scripts/readme_figures.py

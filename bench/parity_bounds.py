@@ -10,7 +10,7 @@ Variants, each a copy of the quickstart's cpu package evaluated with ``olive-flo
   halved    every LoRA weight halved: the adapter exported at half its alpha
   doubled   every LoRA weight doubled
 and k_quant_mixed: the same training exported for one more target whose int4 re-rounds the base's
-Q4_1 weights (a healthy export, and the worst the quickstart's model knows: base perplexity +24%).
+Q4_1 weights (a healthy export, and the worst the quickstart's model knows).
 Writes bench/parity_bounds.json: parity per variant (KL per token, top-1 agreement where PyTorch is
 confident, loss difference), for the base and each adapter. ``--variants NAME ...`` measures only
 those and keeps the others' figures in the file.

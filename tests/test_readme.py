@@ -44,6 +44,12 @@ CHECKS: list[tuple[str, str]] = [
     (r"olive-flows serve( .*)?", "serve"),
     (r"curl -s http://127\.0\.0\.1:8000/.*", "serve"),
     (r"python scripts/schema_docs\.py", "test_cli.test_readme_field_reference_and_target_table_are_generated"),
+    (
+        r"python scripts/schema_docs\.py && python scripts/readme_figures\.py",
+        "test_cli.test_readme_field_reference_and_target_table_are_generated, "
+        "test_measured_figures_are_generated_from_committed_outputs",
+    ),
+    (r"\.venv/bin/python bench/quickstart\.py", "bench: a fresh clone, a new .venv and the quickstart, minutes"),
     (r"\.venv/bin/python bench/(train_padding|data_parallel|parity_bounds)\.py", "test_bench"),
     (r"python bench/run\.py", "bench: make bench, minutes and a llama.cpp build"),
     (r"bash scripts/gpu_check\.sh", "needs an NVIDIA GPU: syntax checked here"),
@@ -307,3 +313,30 @@ def test_serving_as_shown_on_a_tiny_quickstart(tmp_path, tiny_model):
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=10) == 0, command
     assert (tmp_path / "requests.jsonl").is_file() and (tmp_path / "requests-1.jsonl").is_file()
+
+
+GENERATED = re.compile(r"<!-- BEGIN FIGURES (\S+):.*?<!-- END FIGURES \1 -->", re.S)
+
+
+def test_measured_figures_are_generated_from_committed_outputs():
+    """`make docs`' figures are current: the README's figure sections are what scripts/readme_figures.py
+    makes of bench/quickstart.json, bench/parity_bounds.json and bench/results.json, and RESULTS.md is
+    what bench/run.py makes of results.json."""
+    check = [sys.executable, str(REPO / "scripts" / "readme_figures.py"), "--check"]
+    result = subprocess.run(check, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sys.path.insert(0, str(REPO / "bench"))
+    import run
+
+    results = json.loads((REPO / "bench" / "results.json").read_text())
+    assert run.report(results) == (REPO / "bench" / "RESULTS.md").read_text()
+
+
+def test_no_measured_figure_outside_the_generated_sections():
+    """Speeds, sizes, ratios and shares in the README's prose come from a generated section, whose
+    source file it names; a hand-typed one would go stale with the next run."""
+    prose = re.sub(r"```.*?```", "", GENERATED.sub("", README.read_text(encoding="utf-8")), flags=re.S)
+    prose = " ".join(prose.split())
+    found = re.findall(r"(\S+) (\d+(?:\.\d+)? ?(?:tokens/s|tok/s|MB|GB/s|nats|ms\b|min\b|x\b|%))", prose)
+    figures = [f"{before} {figure}" for before, figure in found if before != "within"]  # "within": a test's bound
+    assert not figures, figures
