@@ -406,10 +406,12 @@ def padding_report(r: dict[str, Any]) -> list[str]:
     return [
         f"Padding (bench/train_padding.py): the same LoRA pass, rows, batch size {p['batch_size']} and max_seq_len "
         f"{p['max_seq_len']} ({p['mean_tokens_per_row']} tokens per row on average), {p['steps']} steps, median of "
-        f"{p['repeats']} runs each: olive-flows' data component (each batch padded to its longest row, answers "
+        f"{p['repeats']} runs each: olive-flows' data handling (each batch padded to its longest row, answers "
         f"learned) {speeds['olive-flows']} non-padding tokens/s, Olive's own text-generation pre-processing (every "
         f"row padded to max_seq_len, every token learned) {speeds['olive-default']}: "
-        f"{p['ratio_olive_flows_vs_olive_default']}x.",
+        f"{p['ratio_olive_flows_vs_olive_default']}x. With `training.packing: true` (each batch's rows in one "
+        f"sequence, no padding) olive-flows trained {speeds['olive-flows packed']} "
+        f"({p['ratio_packed_vs_padded']}x the padded batches): the attention then spans the whole packed sequence.",
         "",
     ]
 

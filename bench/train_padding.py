@@ -2,10 +2,10 @@
 
 Both runs train the same LoRA (the quickstart's contacts adapter, same rows, batch size, steps and
 max_seq_len) with the compiled training pass (Olive's LoRA pass, logits only where a label is);
-only the data config differs:
-  * olive-flows: rows tokenized by olive-flows' Olive data component, each batch padded only to its
-    longest row, loss on the assistant's answer (the recipe's settings, so length grouping only if
-    it asks for it);
+only the data handling differs (the data config and how batches are collated):
+  * olive-flows: rows tokenized by olive-flows' Olive data component, each batch padded to its
+    longest row, loss on the assistant's answer (the recipe's settings);
+  * olive-flows packed: the same with training.packing: true, each batch's rows in one sequence;
   * Olive default: Olive's text-generation pre-processing with the chat template, which pads every
     row to max_seq_len and learns every token.
 The figure is non-padding tokens trained per second (the median of --repeats runs of each).
@@ -73,16 +73,19 @@ def contacts_training(steps: int, work: Path) -> tuple[Recipe, PreparedDataset, 
 
 
 def padding_figures(steps: int, repeats: int, say: Callable[[str], None]) -> dict[str, Any]:
-    """Both data configs trained ``repeats`` times each, taking turns; their median non-padding tokens/s."""
+    """The three data handlings trained ``repeats`` times each, taking turns; their median non-padding
+    tokens/s."""
     with tempfile.TemporaryDirectory() as tmp:
         recipe, _, job, ours = contacts_training(steps, Path(tmp))
         training = recipe.adapters["contacts"]["training"]
-        olive = copy.deepcopy(ours)
+        packed, olive = copy.deepcopy(ours), copy.deepcopy(ours)
+        packed["passes"]["train"]["packing"] = True
         olive_default_data(olive, training["max_seq_len"])
 
-        runs: dict[str, list[float]] = {"olive-flows": [], "olive-default": []}
+        sides = {"olive-flows": ours, "olive-flows packed": packed, "olive-default": olive}
+        runs: dict[str, list[float]] = {label: [] for label in sides}
         for repeat in range(repeats):
-            for label, config in (("olive-flows", ours), ("olive-default", olive)):
+            for label, config in sides.items():
                 runs[label].append(train_seconds(config, Path(tmp) / f"{label}-{repeat}", label))
                 say(f"padding run {repeat + 1}/{repeats} {label}: {runs[label][-1]:.1f} s")
         stats = json.loads(Path(job.stats_path).read_text())
@@ -98,9 +101,9 @@ def padding_figures(steps: int, repeats: int, say: Callable[[str], None]) -> dic
         "train_seconds_median": {k: round(statistics.median(v), 2) for k, v in runs.items()},
         "non_padding_tokens_per_s": {k: round(real_tokens / statistics.median(v), 1) for k, v in runs.items()},
     }
-    result["ratio_olive_flows_vs_olive_default"] = round(
-        result["non_padding_tokens_per_s"]["olive-flows"] / result["non_padding_tokens_per_s"]["olive-default"], 2
-    )
+    speeds = result["non_padding_tokens_per_s"]
+    result["ratio_olive_flows_vs_olive_default"] = round(speeds["olive-flows"] / speeds["olive-default"], 2)
+    result["ratio_packed_vs_padded"] = round(speeds["olive-flows packed"] / speeds["olive-flows"], 2)
     return result
 
 

@@ -21,6 +21,7 @@ def test_train_padding_runs_as_the_readme_shows(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["steps"] == 1 and figures["ratio_olive_flows_vs_olive_default"] > 0
+    assert figures["ratio_packed_vs_padded"] > 0, "the packed side trained too"
 
 
 @pytest.mark.slow

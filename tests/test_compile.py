@@ -209,3 +209,12 @@ def test_every_training_argument_is_one_transformers_knows(tmp_path):
         assert set(args) <= known, set(args) - known
     strategies = [j.config["passes"]["train"]["training_args"]["train_sampling_strategy"] for j in jobs]
     assert strategies == ["group_by_length", "random"]
+
+
+def test_packing_reaches_the_training_pass_when_a_recipe_asks_for_it(tmp_path):
+    """training.packing: true reaches the training pass (plugins/train_pass.py pads unless told to pack)."""
+    from olive_flows.plugins.train_pass import OliveFlowsLoRA
+
+    assert OliveFlowsLoRA._default_config(None)["packing"].default_value is False
+    jobs = compile_builtin("quickstart", tmp_path, "adapters.contacts.training.packing=true")
+    assert [j.config["passes"]["train"].get("packing") for j in jobs] == [True, None]

@@ -1,4 +1,5 @@
-"""olive-flows' LoRA passes compute logits only where the loss is taken, with the same loss and gradients."""
+"""olive-flows' LoRA passes compute logits only where the loss is taken and pack each batch's rows into
+one sequence, with the same loss and gradients as the whole, padded batch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from olive_flows.data.tokenize import encode
 from olive_flows.plugins import package_config
-from olive_flows.plugins.train_pass import keep_learned_logits, keeps_chosen_logits
+from olive_flows.plugins.train_pass import keep_learned_logits, keeps_chosen_logits, keeps_packed_rows_apart, pack_rows
 from olive_flows.run.olive import run_workflow
 
 
@@ -32,10 +33,15 @@ def lora_model(folder) -> torch.nn.Module:
 
 def olive_batch(folder, rows: int = 3) -> dict[str, torch.Tensor]:
     """A batch of quickstart rows, answer tokens learned, as Olive's LoRA collator pads it."""
+    return LoRA.collate_batch(olive_rows(folder, rows), AutoTokenizer.from_pretrained(folder))
+
+
+def olive_rows(folder, rows: int = 3, loss_on: str = "assistant") -> list[dict[str, torch.Tensor]]:
+    """Quickstart rows of different lengths, tokenized as olive-flows' data component hands them to Olive."""
     tokenizer = AutoTokenizer.from_pretrained(folder)
     lines = (QUICKSTART_DATA / "contacts.jsonl").read_text().splitlines()[:rows]
-    examples = [encode(tokenizer, json.loads(line), 96) for line in lines]
-    samples = [
+    examples = [encode(tokenizer, json.loads(line), 96, loss_on) for line in lines]
+    return [
         {
             "input_ids": torch.tensor(e.input_ids),
             "attention_mask": torch.ones(len(e.input_ids), dtype=torch.long),
@@ -43,7 +49,6 @@ def olive_batch(folder, rows: int = 3) -> dict[str, torch.Tensor]:
         }
         for e in examples
     ]
-    return LoRA.collate_batch(samples, tokenizer)
 
 
 def loss_and_gradients(model, batch) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -90,8 +95,8 @@ def test_a_forward_that_does_not_slice_its_logits_gets_olives_batches(tiny_model
 
 def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(tiny_job, tmp_path, caplog):
     """The compiled config names olive-flows' pass, Olive loads it from the package config, and it
-    trains with the learned logits only (its log line says so)."""
-    config = {**tiny_job.config, "passes": {"train": tiny_job.config["passes"]["train"]}}
+    trains with the learned logits only and, asked to, packed rows (its log lines say so)."""
+    config = {**tiny_job.config, "passes": {"train": {**tiny_job.config["passes"]["train"], "packing": True}}}
     assert config["passes"]["train"]["type"] == "OliveFlowsLoRA"
     assert (
         package_config()["passes"]["OliveFlowsLoRA"]["module_path"] == "olive_flows.plugins.train_pass.OliveFlowsLoRA"
@@ -100,3 +105,37 @@ def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(
     with caplog.at_level(logging.INFO, logger="olive"):
         run_workflow(tiny_job.name, config, tmp_path / "job.log")
     assert "Training computes logits only at the learned positions" in caplog.text
+    assert "Training packs each batch's rows into one sequence" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("model_type", "loss_on"),
+    [("llama", "assistant"), ("phi3", "all"), ("qwen2", "assistant"), ("gemma2", "assistant")],
+)
+def test_packed_rows_give_the_padded_loss_and_gradients(tiny_model, model_type, loss_on):
+    """A batch's rows packed into one sequence (no padding, position ids restarting at each row) give
+    the loss and gradients of the padded batch, with every logit and with the learned ones only."""
+    folder = tiny_model(model_type)
+    model = lora_model(folder)
+    assert keeps_packed_rows_apart(model)
+    rows = olive_rows(folder, loss_on=loss_on)
+    assert len({len(row["input_ids"]) for row in rows}) > 1, "rows of different lengths: the padded batch pads"
+    padded = LoRA.collate_batch(rows, AutoTokenizer.from_pretrained(folder))
+    packed = pack_rows(rows)
+    tokens = sum(len(row["input_ids"]) for row in rows)
+    assert packed["input_ids"].shape == (1, tokens) and tokens < padded["input_ids"].numel()
+    assert "attention_mask" not in packed
+
+    for make in (dict, keep_learned_logits):
+        whole, whole_grads = loss_and_gradients(model, make(padded))
+        together, together_grads = loss_and_gradients(model, make(packed))
+        torch.testing.assert_close(together.loss, whole.loss, rtol=1e-5, atol=1e-6)
+        assert whole_grads.keys() == together_grads.keys() and whole_grads
+        for name, grad in whole_grads.items():
+            torch.testing.assert_close(together_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_model_whose_attention_mixes_packed_rows_trains_padded(tiny_model):
+    """RemoteCodeLlama ignores the position ids: packed rows would attend to each other, and the check
+    before training says so."""
+    assert not keeps_packed_rows_apart(RemoteCodeLlama.from_pretrained(tiny_model("llama")))

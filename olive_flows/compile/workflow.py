@@ -182,6 +182,8 @@ def _train_pass(
             **distributed_args,
         },
     }
+    if training.packing:  # read by plugins/train_pass.py, which packs each batch's rows when told to
+        train["packing"] = True
     if processes > 1:  # a different training: more rows per step, so its own checkpoints and cache entry
         train["world_size"] = processes
     if training.keeps_best:  # end on the checkpoint with the lowest held-out loss

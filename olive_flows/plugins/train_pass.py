@@ -10,6 +10,13 @@ its gradients are the ones the whole-sequence computation gives (the same sum ov
 tokens), at a fraction of the LM head's cost. Models whose forward does not slice its hidden states
 this way (remote code) get Olive's batches unchanged.
 
+With ``packing`` (the recipe's ``training.packing``) they also pack each batch: the
+batch's rows end to end as one sequence, position ids restarting at each row and no attention mask,
+from which transformers' mask functions build one causal block per row, so no padding is computed
+and no row attends to another. No label sits on a row's first token (in a padded batch no position
+predicts it). A model whose attention mixes packed rows (checked on two short rows before training:
+the packed logits must equal the rows' own) trains on padded batches.
+
 They also take two settings of their own, ``early_stopping_patience`` and ``early_stopping_threshold``
 (compiled from ``training.early_stopping``): Olive builds its transformers.Trainer without a way to
 pass callbacks, so while one of these passes trains, transformers' EarlyStoppingCallback sits in
@@ -64,6 +71,44 @@ def keeps_chosen_logits(model: Any) -> bool:
     if LOSS_MAPPING.get(getattr(base, "loss_type", None)) is not ForCausalLMLoss:
         return False
     return slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[False, True]])).shape == (1, 1)
+
+
+def pack_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tokenized ``rows`` (tensors ``input_ids`` and ``labels``; no labels: every token learned, as
+    Olive's collator reads them) as one packed sequence: a batch of one with ``position_ids``
+    restarting at each row, no ``attention_mask`` and no KV cache (transformers reads packed rows
+    from the position ids only when there is neither)."""
+    import torch
+
+    ignore = torch.tensor([IGNORE])
+    labels = [row.get("labels", row["input_ids"]) for row in rows]
+    return {
+        "input_ids": torch.cat([row["input_ids"] for row in rows])[None],
+        "labels": torch.cat([torch.cat([ignore, label[1:]]) for label in labels])[None],
+        "position_ids": torch.cat([torch.arange(len(row["input_ids"])) for row in rows])[None],
+        "use_cache": False,
+    }
+
+
+def keeps_packed_rows_apart(model: Any) -> bool:
+    """Whether ``model`` gives two short rows packed into one sequence (pack_rows) the logits it gives
+    each row alone: its attention reads the packed rows from the position ids."""
+    import torch
+
+    device = next(model.parameters()).device
+    rows = [{"input_ids": torch.arange(3, 8)}, {"input_ids": torch.arange(9, 13)}]
+    packed = pack_rows(rows)
+    training = model.training
+    model.eval()  # no dropout
+    try:
+        with torch.no_grad():
+            alone = [model(input_ids=row["input_ids"][None].to(device), use_cache=False)["logits"][0] for row in rows]
+            ids, positions = packed["input_ids"].to(device), packed["position_ids"].to(device)
+            together = model(input_ids=ids, position_ids=positions, use_cache=False)["logits"][0].float()
+    finally:
+        model.train(training)
+    expected = torch.cat(alone).float()
+    return bool(torch.allclose(together, expected, atol=1e-3 * float(expected.abs().max()), rtol=0))
 
 
 def keep_learned_logits(batch: dict[str, Any]) -> dict[str, Any]:
@@ -127,10 +172,11 @@ class RowRecord(TrainerCallback):
 
 
 class LearnedLogitsOnly:
-    """Mixed into an Olive LoRA-family pass: its trainer's batches ask for the learned logits only,
-    and it trains on every rank of a data-parallel run."""
+    """Mixed into an Olive LoRA-family pass: its trainer's batches ask for the learned logits only
+    (and are packed when asked), and it trains on every rank of a data-parallel run."""
 
     learned_logits_only = False  # decided per training run, from the model
+    packed = False  # likewise: the recipe's training.packing, where the model keeps packed rows apart
 
     @classmethod
     def _default_config(cls, accelerator_spec: Any) -> dict[str, PassConfigParam]:
@@ -146,6 +192,11 @@ class LearnedLogitsOnly:
             ),
             "world_size": PassConfigParam(
                 type_=int, default_value=1, description="Processes training together (data parallel)."
+            ),
+            "packing": PassConfigParam(
+                type_=bool,
+                default_value=False,
+                description="Train each batch's rows as one packed sequence (where the model keeps them apart).",
             ),
         }
 
@@ -182,6 +233,11 @@ class LearnedLogitsOnly:
             logger.info("Training computes logits only at the learned positions")
         else:
             logger.info("Training computes every logit: this model's forward cannot skip positions")
+        self.packed = config.packing and keeps_packed_rows_apart(model)
+        if self.packed:
+            logger.info("Training packs each batch's rows into one sequence: no padding is computed")
+        elif config.packing:
+            logger.info("Training pads each batch: this model's attention does not keep packed rows apart")
         stopping = early_stopping(config.early_stopping_patience, config.early_stopping_threshold)
         with stopping, on_every_trainer(RowRecord()) as record:
             trained = super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
@@ -189,8 +245,12 @@ class LearnedLogitsOnly:
         return trained
 
     def collate_batch(self, batch: list[dict], tokenizer: Any) -> dict[str, Any]:
-        padded = super().collate_batch(batch, tokenizer)
-        return keep_learned_logits(padded) if self.learned_logits_only else padded
+        import torch
+
+        # rows padded before they got here (attention mask zeros) keep their padding and Olive's collator
+        unpadded = all(bool(row.get("attention_mask", torch.ones(1)).all()) for row in batch)
+        collated = pack_rows(batch) if self.packed and unpadded else super().collate_batch(batch, tokenizer)
+        return keep_learned_logits(collated) if self.learned_logits_only else collated
 
 
 class OliveFlowsLoRA(LearnedLogitsOnly, LoRA):

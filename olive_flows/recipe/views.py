@@ -94,6 +94,7 @@ class Training:
     max_seq_len: int
     loss_on: str
     group_by_length: bool
+    packing: bool
     seed: int
     gradient_checkpointing: bool
     report_to: tuple[str, ...]
