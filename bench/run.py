@@ -363,10 +363,23 @@ def serve_ratios(r: dict[str, Any]) -> dict[str, float | None]:
 
 def serve_report(r: dict[str, Any]) -> list[str]:
     """The serving section: every set-up's single-request speed and its load from 1 to 8 clients."""
+    return [
+        f"## Serving ({r['serve']['tokens']} tokens per streamed request, greedy, over HTTP on 127.0.0.1)",
+        "",
+        *serve_table(r),
+        "",
+        "Load columns: aggregate tokens/s of all clients over the wall time (median time to first token). Each "
+        "client streams its requests one after another, the models (base and adapters) in turn. A server with "
+        "several workers shares the physical cores out between them (`--threads` unset). The in-process decode of "
+        f"the same package on its own threads: {r['decode']['package_int4']['base']['tokens_per_s']} tokens/s.",
+        "",
+    ]
+
+
+def serve_table(r: dict[str, Any]) -> list[str]:
+    """The serving table (RESULTS.md's and the README's): each set-up, alone and under load."""
     v = r["serve"]
     lines = [
-        f"## Serving ({v['tokens']} tokens per streamed request, greedy, over HTTP on 127.0.0.1)",
-        "",
         "| server | 1 request: tokens/s | "
         + " | ".join(f"{c} clients" for c in serving.CLIENTS)
         + " | 4 clients, base |",
@@ -388,14 +401,6 @@ def serve_report(r: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"| llama-cpp-python server | {llama['skipped']} |")
-    lines += [
-        "",
-        "Load columns: aggregate tokens/s of all clients over the wall time (median time to first token). Each "
-        "client streams its requests one after another, the models (base and adapters) in turn. A server with "
-        "several workers shares the physical cores out between them (`--threads` unset). The in-process decode of "
-        f"the same package on its own threads: {r['decode']['package_int4']['base']['tokens_per_s']} tokens/s.",
-        "",
-    ]
     return lines
 
 

@@ -29,7 +29,7 @@ BENCH = REPO / "bench"
 README = REPO / "README.md"
 sys.path[:0] = [str(REPO / "scripts"), str(BENCH)]
 
-from run import LABELS, TARGETS, formatted, met  # noqa: E402  bench/run.py: what each ratio compares
+from run import LABELS, TARGETS, formatted, met, serve_table  # noqa: E402  bench/run.py: what each ratio compares
 from schema_docs import replace_section  # noqa: E402
 
 from olive_flows.console import Console  # noqa: E402
@@ -163,31 +163,9 @@ def parity_table(p: dict[str, Any]) -> str:
 
 def serving(r: dict[str, Any]) -> str:
     v = r["serve"]
-    clients = [entry["clients"] for entry in v["configurations"]["default"]["load"]]
-    rows = [
-        "| `olive-flows serve` set-up | one request alone | "
-        + " | ".join(f"{c} client{'s' if c > 1 else ''}" for c in clients)
-        + " | 4 clients, base only |",
-        "|---|---|" + "---|" * (len(clients) + 1),
-    ]
-    for label, c in v["configurations"].items():
-        what = "the defaults" if label == "default" else "one process per core"
-        rows.append(
-            f"| `--workers {c['workers']} --parallel {c['parallel']}` ({what}) | {c['single']['tokens_per_s']} | "
-            + " | ".join(f"{e['aggregate_tokens_per_s']} ({e['time_to_first_token_s']} s)" for e in c["load"])
-            + f" | {c['base_4_clients']['aggregate_tokens_per_s']} ({c['base_4_clients']['time_to_first_token_s']} s) |"
-        )
-    llama = v["llamacpp_server"]
-    if "single" in llama:
-        blank = " | ".join("" for _ in clients)
-        rows.append(
-            f"| llama-cpp-python's server, same GGUF weights, {llama['threads']} threads | "
-            f"{llama['single']['tokens_per_s']} | {blank} | {llama['base_4_clients']['aggregate_tokens_per_s']} "
-            f"({llama['base_4_clients']['time_to_first_token_s']} s) |"
-        )
     ratios = r["ratios"]
     return (
-        "\n".join(rows)
+        "\n".join(serve_table(r))
         + f"\n\nTokens/s of {v['tokens']}-token streamed answers (greedy), over HTTP on 127.0.0.1, from the last "
         f"`make bench` ({machine(r['machine'])}; [bench/RESULTS.md](bench/RESULTS.md)): for one request alone, "
         "after its first token; under load, all clients' tokens over the wall time, each client sending its "
