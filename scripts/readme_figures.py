@@ -29,7 +29,7 @@ BENCH = REPO / "bench"
 README = REPO / "README.md"
 sys.path[:0] = [str(REPO / "scripts"), str(BENCH)]
 
-from run import LABELS, TARGETS, formatted, met, serve_table  # noqa: E402  bench/run.py: what each ratio compares
+from run import formatted, serve_table, targets_table  # noqa: E402  bench/run.py: what each ratio compares
 from schema_docs import replace_section  # noqa: E402
 
 from olive_flows.console import Console  # noqa: E402
@@ -203,17 +203,8 @@ def padding(r: dict[str, Any]) -> str:
 
 
 def bench(r: dict[str, Any]) -> str:
-    rows = ["| ratio | what it compares | measured | target | met |", "|---|---|---|---|---|"]
-    for name, goal in TARGETS.items():
-        value = r["ratios"][name]
-        target, done = (
-            (f"{goal[0]} {formatted(name, goal[1])}", "yes" if met(name, value) else "**no**") if goal else ("", "")
-        )
-        rows.append(f"| `{name}` | {LABELS[name]} | {formatted(name, value)} | {target} | {done} |")
     d, b = r["decode"], r["bandwidth"]
-    speeds = [
-        f"{name} {speed['tokens_per_s']}" for name, speed in d["package_int4"].items()
-    ]  # the shipped package's engines
+    shipped = ", ".join(f"{name} {speed['tokens_per_s']}" for name, speed in d["package_int4"].items())
     pytorch = ", ".join(f"{setup} {speed['tokens_per_s']}" for setup, speed in d["pytorch"].items())
     llama = d["llamacpp"].get("tokens_per_s")
     storage = r["adapters"]["adapter_weights"]
@@ -221,10 +212,10 @@ def bench(r: dict[str, Any]) -> str:
         f"From the last `make bench` ({duration(r['wall_s'])}) on {machine(r['machine'])}, "
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if k in ("onnxruntime-genai", "onnxruntime", "torch"))
         + ":\n\n"
-        + "\n".join(rows)
+        + "\n".join(targets_table(r))
         + "\n\nDecode, tokens/s after the first of "
         f"{r['settings']['tokens']} greedy tokens: the quickstart package as shipped, "
-        + ", ".join(speeds)
+        + shipped
         + f"; set to all {r['settings']['threads']} CPUs, base {d['package_int4_all_cpus']['tokens_per_s']}; "
         + (f"llama.cpp {llama}; " if llama else "")
         + f"PyTorch with the dates adapter: {pytorch}. The package reads {b['weight_mb_per_token']} MB of weights "
