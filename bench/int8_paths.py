@@ -41,8 +41,8 @@ import numpy as np
 
 from olive_flows import metadata
 from olive_flows.data.prepare import clean_rows, read_dataset, split_rows
-from olive_flows.data.tokenize import IGNORE, Encoded, encode_chat
-from olive_flows.evaluate.perplexity import onnx_logits, token_nll
+from olive_flows.data.tokenize import Encoded, encode_chat
+from olive_flows.evaluate.perplexity import onnx_logits, scored_positions, token_nll
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import write_json
@@ -248,23 +248,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def scored_positions(example: Encoded) -> np.ndarray:
-    """Positions whose logits predict a labelled (assistant) token: the ones token_nll scores."""
-    return np.flatnonzero(np.array(example.labels[1:]) != IGNORE)
-
-
 def quality(runtimes: dict[str, PackageRuntime], examples: list[Encoded]) -> dict[str, dict[str, float]]:
     """Mean NLL per scored token for each model; mean KL(fp32 || model) and top-1 agreement with fp32."""
     totals = {name: {"nll": 0.0, "kl": 0.0, "agree": 0} for name in runtimes}
     tokens = 0
     for example in examples:
-        positions = scored_positions(example)
-        tokens += len(positions)
+        tokens += len(scored_positions(example))
         reference = None
         for name, runtime in runtimes.items():  # fp32 first: variants() lists it first
             logits = np.asarray(onnx_logits(runtime, example, None), dtype=np.float32)
             totals[name]["nll"] += token_nll(logits, example).total
-            logp = log_softmax(logits[:-1][positions])
+            logp = log_softmax(logits)
             if reference is None:
                 reference = logp
             totals[name]["kl"] += float((np.exp(reference) * (reference - logp)).sum())

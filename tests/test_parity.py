@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from olive_flows.data.tokenize import IGNORE, Encoded
-from olive_flows.evaluate.perplexity import Agreement, agreement
+from olive_flows.evaluate.perplexity import Agreement, PyTorchScorer, agreement, scored_positions
 
 
 def encoded(labels: list[int]) -> Encoded:
@@ -23,14 +23,29 @@ def test_agreement_is_zero_for_equal_logits_and_counts_only_scored_confident_pos
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(5, 7))
     logits[1, 3] = logits[2, 4] = 20.0  # PyTorch is confident at positions 1 and 2 (predicting tokens 2 and 3)
-    example = encoded([IGNORE, IGNORE, 3, 4, IGNORE])  # positions 1 and 2 are scored
-    same = agreement(logits, logits, example)
+    example = encoded([IGNORE, IGNORE, 3, 4, IGNORE])
+    positions = scored_positions(example)
+    assert positions.tolist() == [1, 2], "the logits at positions 1 and 2 predict the labelled tokens"
+    same = agreement(logits[positions], logits[positions])
     assert same.kl == pytest.approx(0.0, abs=1e-12) and (same.tokens, same.confident, same.agreed) == (2, 2, 2)
     moved = logits.copy()
     moved[1, 5] = 40.0  # the package prefers another token at position 1
-    found = agreement(logits, moved, example)
+    found = agreement(logits[positions], moved[positions])
     assert found.top1 == 0.5 and found.kl > 5, "one of two confident positions now disagrees, by a lot"
     assert Agreement().kl is None and Agreement().top1 is None, "nothing scored: nothing to bound"
+
+
+def test_pytorch_scores_only_the_scored_positions_with_the_logits_of_the_whole_sequence(tiny_model):
+    """PyTorchScorer projects just the scored positions onto the vocabulary (logits_to_keep): the
+    logits equal those of the whole padded sequence at the same positions."""
+    scorer = PyTorchScorer(str(tiny_model("llama")), {})
+    batch = [encoded([IGNORE, IGNORE, 3, 4, IGNORE, 6]), encoded([IGNORE, 2, IGNORE]), encoded([IGNORE] * 4)]
+    assert scorer.slices, "transformers' Llama slices its hidden states before the LM head"
+    chosen = scorer.batch_logits(batch, None)
+    scorer.slices = False
+    whole = scorer.batch_logits(batch, None)
+    assert [len(logits) for logits in chosen] == [len(scored_positions(e)) for e in batch] == [3, 1, 0]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(chosen, whole, strict=True))
 
 
 def olive_flows(*args: str) -> subprocess.CompletedProcess:

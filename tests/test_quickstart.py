@@ -39,6 +39,17 @@ def test_quickstart_runs_end_to_end(tmp_path):
         assert ppl < 0.5 * scores["base"]["perplexity_by_adapter"][adapter]["onnx"], (adapter, ppl)
     assert (package / "report.html").is_file() and (package / "report.md").is_file()
 
+    # Answered one prompt at a time, as chat answers, the scores are those of the batched answers.
+    alone = package.parent / "alone"
+    shutil.copytree(package, alone)
+    args = ["eval", str(alone), "evaluation.batch_size=1", "evaluation.pytorch=false"]
+    evaluated = subprocess.run([sys.executable, "-m", "olive_flows", *args], capture_output=True, text=True, cwd=REPO)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    one_by_one = json.loads((alone / "eval.json").read_text())
+    assert one_by_one["base"]["metrics"] == scores["base"]["metrics"]
+    for adapter, entry in scores["adapters"].items():
+        assert one_by_one["adapters"][adapter]["metrics"] == entry["metrics"], adapter
+
     # A broken adapter file fails the default parity bounds: the two adapters' files exchanged.
     broken = package.parent / "swapped"
     shutil.copytree(package, broken)

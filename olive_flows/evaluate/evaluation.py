@@ -20,7 +20,15 @@ from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
 from olive_flows.evaluate.metrics import score
-from olive_flows.evaluate.perplexity import NLL, Agreement, PyTorchScorer, agreement, examples, onnx_logits, token_nll
+from olive_flows.evaluate.perplexity import (
+    NLL,
+    Agreement,
+    PyTorchScorer,
+    agreement,
+    examples,
+    onnx_logits,
+    token_nll,
+)
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import read_jsonl
@@ -81,11 +89,13 @@ def _task_scores(
     progress: Progress,
 ) -> dict[str, float]:
     prompts = [split_chat(row) for row in rows]
-    predictions = []
-    for prompt, _ in prompts:
-        # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
-        predictions.append(runtime.generate(prompt, adapter, settings.max_new_tokens))
-        progress.update()
+    tokens = [runtime.prompt_tokens(prompt) for prompt, _ in prompts]
+    answers: dict[int, str] = {}
+    for batch in runtime.answer_batches(tokens, adapter, settings.max_new_tokens, settings.batch_size):
+        answers.update(batch)
+        progress.update(len(batch))
+    # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
+    predictions = [answers[i] for i in range(len(prompts))]
     references = [reference for _, reference in prompts]
     return {m: round(score(m, predictions, references, settings.normalize), 4) for m in metrics}
 
@@ -128,7 +138,7 @@ def _score(
             package = onnx_logits(runtime, example, adapter)
             diff = float(np.abs(reference - package).max())
             scored = Scores(
-                token_nll(package, example), token_nll(reference, example), agreement(reference, package, example), diff
+                token_nll(package, example), token_nll(reference, example), agreement(reference, package), diff
             )
             scores = scores.add(scored)
         progress.update(2 * len(batch))
@@ -215,8 +225,8 @@ def _work_items(subject: EvalSubject, adapters: list[str], settings: Evaluation,
 def _parity(compared: dict[str, Scores], precision: str, settings: Parity) -> dict[str, Any]:
     """How closely the package follows the PyTorch model (PEFT adapters unmerged, fp32) on the held-out
     rows, for the base and each adapter: the mean KL divergence per scored token and top-1 agreement
-    where PyTorch is confident, against the recipe's bounds; an fp32 package's logits must also match
-    within ``fp32_logit_tolerance``. The perplexity difference is reported beside them, in nats."""
+    where PyTorch is confident, against the recipe's bounds; an fp32 package's logits at the scored
+    tokens must also match within ``fp32_logit_tolerance``. The perplexity difference is reported beside them, in nats."""
     if any(scores.agreement is None for scores in compared.values()):
         return {"checked": False, "reason": "no PyTorch side (evaluation.pytorch is off, or PEFT adapters are missing)"}
     by: dict[str, dict[str, Any]] = {}

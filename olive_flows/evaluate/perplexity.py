@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from olive_flows.data.tokenize import IGNORE, Encoded, encode
+from olive_flows.models.logits import slices_chosen_logits
 
 
 @dataclass
@@ -32,17 +33,23 @@ class NLL:
         return math.exp(self.total / self.tokens) if self.tokens else None
 
 
+def scored_positions(example: Encoded) -> np.ndarray:
+    """Positions whose logits predict a scored token (the next token's label is not IGNORE): the
+    only logits perplexity and parity read."""
+    return np.flatnonzero(np.array(example.labels[1:]) != IGNORE)
+
+
 def token_nll(logits: np.ndarray, example: Encoded) -> NLL:
-    """NLL of the labelled tokens of ``example`` given logits for every position ([seq, vocab])."""
-    labels = np.array(example.labels[1:])
-    scored = labels != IGNORE
-    if not scored.any():
+    """NLL of the labelled tokens of ``example`` given the logits at its scored positions
+    ([scored, vocab], in ``scored_positions`` order)."""
+    if not len(logits):
         return NLL()
-    logits = logits[:-1][scored].astype(np.float64)
+    labels = np.array(example.labels)[scored_positions(example) + 1]
+    logits = logits.astype(np.float64)
     top = logits.max(axis=-1, keepdims=True)
     log_norm = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]
-    picked = logits[np.arange(len(logits)), labels[scored]]
-    return NLL(float((log_norm - picked).sum()), int(scored.sum()))
+    picked = logits[np.arange(len(logits)), labels]
+    return NLL(float((log_norm - picked).sum()), len(labels))
 
 
 CONFIDENT = 0.5  # top-1 agreement counts the positions where PyTorch gives its top token at least this
@@ -86,18 +93,18 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
 
 
-def agreement(reference: np.ndarray, package: np.ndarray, example: Encoded) -> Agreement:
-    """The Agreement of ``package``'s logits with ``reference``'s (PyTorch) on ``example``'s scored tokens."""
-    scored = np.array(example.labels[1:]) != IGNORE
-    if not scored.any():
+def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
+    """The Agreement of ``package``'s logits with ``reference``'s (PyTorch), both at the same scored
+    positions ([scored, vocab])."""
+    if not len(reference):
         return Agreement()
-    log_p = _log_softmax(reference[:-1][scored])
-    log_q = _log_softmax(package[:-1][scored])
+    log_p = _log_softmax(reference)
+    log_q = _log_softmax(package)
     p = np.exp(log_p)
     confident = p.max(axis=-1) >= CONFIDENT
     same = log_p.argmax(axis=-1) == log_q.argmax(axis=-1)
     return Agreement(
-        float((p * (log_p - log_q)).sum()), int(scored.sum()), int(confident.sum()), int((same & confident).sum())
+        float((p * (log_p - log_q)).sum()), len(reference), int(confident.sum()), int((same & confident).sum())
     )
 
 
@@ -121,32 +128,42 @@ class PyTorchScorer:
             else:
                 self.model.load_adapter(str(path), adapter_name=name)
         self.model = (self.model or model).eval()
+        self.slices = slices_chosen_logits(self.model)
 
     def batch_logits(self, batch: list[Encoded], adapter: str | None) -> list[np.ndarray]:
-        """Logits of several examples in one right-padded forward pass; forward passes one row at a
-        time dominated evaluation time on CPU."""
+        """Logits at each example's scored positions, from one right-padded forward pass: forward
+        passes one row at a time dominated evaluation time on CPU. A model that can (models/logits.py)
+        projects only those positions onto the vocabulary."""
         torch = self._torch
         longest = max(len(e.input_ids) for e in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.tensor([e.input_ids + [pad] * (longest - len(e.input_ids)) for e in batch])
         mask = torch.tensor([[1] * len(e.input_ids) + [0] * (longest - len(e.input_ids)) for e in batch])
+        keep = torch.zeros(len(batch), longest, dtype=torch.bool)
+        for row, example in enumerate(batch):
+            keep[row, torch.from_numpy(scored_positions(example))] = True
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if self.slices:
+            inputs["logits_to_keep"] = keep
         with torch.no_grad():
             if adapter is None and hasattr(self.model, "disable_adapter"):
                 with self.model.disable_adapter():
-                    out = self.model(input_ids=ids, attention_mask=mask)
+                    out = self.model(**inputs)
             else:
                 if adapter is not None:
                     self.model.set_adapter(adapter)
-                out = self.model(input_ids=ids, attention_mask=mask)
-        logits = out.logits.float().numpy()
-        return [logits[i, : len(e.input_ids)] for i, e in enumerate(batch)]
+                out = self.model(**inputs)
+        logits = out.logits.float() if self.slices else out.logits.float()[keep]  # [scored in the batch, vocab]
+        return [part.numpy() for part in torch.split(logits, keep.sum(dim=1).tolist())]
 
 
 def onnx_logits(runtime: Any, example: Encoded, adapter: str | None) -> np.ndarray:
-    """Logits for every position of ``example`` from the exported package (onnxruntime-genai)."""
+    """Logits at ``example``'s scored positions from the exported package (onnxruntime-genai). One
+    row at a time: a row's prefill already fills the CPU, and batches of equal-length rows were no
+    faster on the quickstart."""
     generator = runtime.generator(len(example.input_ids) + 1, adapter)
     generator.append_tokens(example.input_ids)
-    return np.asarray(generator.get_output("logits"))[0]
+    return np.asarray(generator.get_output("logits"))[0, scored_positions(example)]
 
 
 def examples(tokenizer: Any, rows: list[dict[str, Any]], max_seq_len: int, loss_on: str) -> list[Encoded]:

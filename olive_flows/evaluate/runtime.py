@@ -79,6 +79,18 @@ def provider_load_failure(genai_provider: str, error: RuntimeError) -> str | Non
     return None
 
 
+def equal_length_batches(lengths: list[int], size: int) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of at most ``size``, each batch of one length only.
+
+    Batches never pad: onnxruntime-genai 0.18 did not give a left-padded row the logits it has alone
+    (up to 2 apart on the quickstart model, whatever the pad token), where rows of equal length
+    prefill to exactly their logits alone."""
+    by_length: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        by_length.setdefault(length, []).append(index)
+    return [group[i : i + size] for group in by_length.values() for i in range(0, len(group), size)]
+
+
 def genai_model(folder: Path) -> dict[str, Any]:
     """The ``model`` section of a package's genai_config.json."""
     return json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]
@@ -166,6 +178,33 @@ class PackageRuntime:
             yield decoder.decode(token)
             if pick is not None:
                 generator.append_tokens([token])
+
+    def answer_batches(
+        self, prompts: list[list[int]], adapter: str | None, max_new_tokens: int, batch_size: int
+    ) -> Iterator[dict[int, str]]:
+        """Greedy answers to the token lists ``prompts``, one batch (``equal_length_batches``) at a
+        time: a dict from prompt index to answer. Decoding a batch reads the weights once for all its
+        rows, about twice the answers per second of ``generate`` on the quickstart; its numbers are
+        not bit for bit those of one row alone, so where two tokens tie within a logit's noise an
+        answer can differ from the one ``generate`` gives."""
+        stop = set(self.tokenizer.eos_token_ids)
+        for batch in equal_length_batches([len(p) for p in prompts], batch_size):
+            length = len(prompts[batch[0]])
+            generator = self.generator(length + max_new_tokens, adapter, batch_size=len(batch))
+            generator.append_tokens(np.array([prompts[i] for i in batch], dtype=np.int32))
+            streams = [self.tokenizer.create_stream() for _ in batch]
+            texts: list[list[str]] = [[] for _ in batch]
+            ended: set[int] = set()
+            for _ in range(max_new_tokens):
+                if generator.is_done() or len(ended) == len(batch):
+                    break
+                generator.generate_next_token()
+                for row, token in enumerate(generator.get_next_tokens()):
+                    if row in ended or token in stop:
+                        ended.add(row)
+                    else:
+                        texts[row].append(streams[row].decode(token))
+            yield {i: "".join(text) for i, text in zip(batch, texts, strict=True)}
 
     def stream(
         self,

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -49,6 +48,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from olive_flows.callbacks import on_every_trainer
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
 from olive_flows.files import write_json
+from olive_flows.models.logits import slices_chosen_logits
 from olive_flows.world import joined
 
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
@@ -57,20 +57,12 @@ RECORDED_ROWS = 10_000  # a rank's record lists the digests of at most this many
 
 
 def keeps_chosen_logits(model: Any) -> bool:
-    """Whether ``model`` (a peft model or a plain one) projects only the positions a boolean
-    ``logits_to_keep`` marks and computes its loss with ForCausalLMLoss, which accepts
-    ``shift_labels``: true of the causal LMs transformers 5 ships, not of remote code."""
-    import torch
+    """Whether ``model`` projects only the positions a boolean ``logits_to_keep`` marks
+    (models/logits.py) and computes its loss with ForCausalLMLoss, which accepts ``shift_labels``."""
     from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-    from transformers.modeling_utils import slice_logits_to_keep
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    forward = inspect.unwrap(type(base).forward)
-    if forward.__globals__.get("slice_logits_to_keep") is not slice_logits_to_keep:
-        return False
-    if LOSS_MAPPING.get(getattr(base, "loss_type", None)) is not ForCausalLMLoss:
-        return False
-    return slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[False, True]])).shape == (1, 1)
+    return slices_chosen_logits(model) and LOSS_MAPPING.get(getattr(base, "loss_type", None)) is ForCausalLMLoss
 
 
 def pack_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class Parity:
 class Evaluation:
     smoke_prompt: str
     max_new_tokens: int
+    batch_size: int
     max_rows: int
     prompts: tuple[str, ...]
     decode_tokens: int
