@@ -37,9 +37,9 @@ def run_seconds(processes: int, steps: int, out: Path, recipe: str = "quickstart
         command += ["--processes", str(processes)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     root = out / "quickstart"  # the recipe's name
-    summary = json.loads((root / "_peft" / ADAPTER / "training_log.json").read_text())[-1]
+    summary = json.loads((root / "_peft" / ADAPTER / "training_log.json").read_text(encoding="utf-8"))[-1]
     (stats_file,) = (root / "_work" / "data").glob(f"{ADAPTER}-*/stats-{ADAPTER}-*.json")
-    stats = json.loads(stats_file.read_text())
+    stats = json.loads(stats_file.read_text(encoding="utf-8"))
     tokens_per_row = stats["tokens"] / stats["examples"]
     return {
         "train_runtime_s": summary["train_runtime"],
@@ -67,9 +67,9 @@ def main() -> int:
     args = parser.parse_args()
     figures = data_parallel_figures(args.processes, args.steps)
     results_file = BENCH / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
     results["data_parallel"] = figures
-    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    results_file.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures, indent=2))
     return 0
 

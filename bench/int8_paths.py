@@ -121,7 +121,7 @@ def quiet(log: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log, "a") as sink:
+    with open(log, "a", encoding="utf-8") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
@@ -131,7 +131,7 @@ def quiet(log: Path) -> Iterator[None]:
             sys.stdout.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-            print(log.read_text()[-4000:], file=sys.stderr)
+            print(log.read_text(encoding="utf-8")[-4000:], file=sys.stderr)
             raise
         finally:
             sys.stdout.flush()

@@ -80,7 +80,7 @@ def requantized(root: Path) -> dict:
     subprocess.run(
         [*command, "evaluation.parity.enforce=false", "--target", "kq"], check=True, capture_output=True, cwd=REPO
     )
-    by = json.loads((root / "kq" / "eval.json").read_text())["parity"]["by"]
+    by = json.loads((root / "kq" / "eval.json").read_text(encoding="utf-8"))["parity"]["by"]
     shutil.rmtree(root / "kq")
     return by
 
@@ -96,7 +96,7 @@ def main() -> int:
     if not (built / "manifest.json").is_file():
         print("build the quickstart first: make finetune", file=sys.stderr)
         return 1
-    figures = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    figures = json.loads(args.output.read_text(encoding="utf-8")) if args.output.is_file() else {}
     if REQUANTIZED in args.variants:
         print(f"[parity] {REQUANTIZED}", file=sys.stderr, flush=True)
         figures[REQUANTIZED] = requantized(root)
@@ -113,9 +113,9 @@ def main() -> int:
             [sys.executable, "-m", "olive_flows", "eval", str(copy), "evaluation.parity.enforce=false"],
             check=True, capture_output=True, text=True, cwd=REPO,
         )  # fmt: skip
-        figures[name] = json.loads((copy / "eval.json").read_text())["parity"]["by"]
+        figures[name] = json.loads((copy / "eval.json").read_text(encoding="utf-8"))["parity"]["by"]
         shutil.rmtree(copy)
-    args.output.write_text(json.dumps(figures, indent=2) + "\n")
+    args.output.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(f"{'variant':<14}{'subject':<10}{'KL nats/token':>15}{'top-1 agreement':>17}{'loss diff nats':>16}")
     for name, by in figures.items():
         for subject, entry in by.items():

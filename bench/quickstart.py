@@ -31,10 +31,12 @@ OUTPUT = BENCH / "quickstart.json"
 def timed(command: list[str], folder: Path, env: dict[str, str], log: Path) -> float:
     """Wall time of ``command`` run in ``folder``; its output goes to ``log``, shown when it fails."""
     started = time.perf_counter()
-    with log.open("w") as output:
+    with log.open("w", encoding="utf-8") as output:
         done = subprocess.run(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT)
     if done.returncode:
-        sys.exit(f"{' '.join(command)} failed with exit code {done.returncode}:\n{log.read_text()[-4000:]}")
+        sys.exit(
+            f"{' '.join(command)} failed with exit code {done.returncode}:\n{log.read_text(encoding='utf-8')[-4000:]}"
+        )
     return time.perf_counter() - started
 
 
@@ -46,9 +48,11 @@ def fresh_clone_run(work: Path) -> dict[str, Any]:
     env["OLIVE_FLOWS_CACHE"] = str(work / "model-cache")
     setup_s = timed(["make", "setup"], clone, env, work / "setup.log")
     finetune_s = timed(["make", "finetune"], clone, env, work / "finetune.log")
-    stages = json.loads(next((clone / "outputs" / "quickstart" / "_work" / "runs").glob("*/timings.json")).read_text())
+    stages = json.loads(
+        next((clone / "outputs" / "quickstart" / "_work" / "runs").glob("*/timings.json")).read_text(encoding="utf-8")
+    )
     package = clone / "outputs" / "quickstart" / "cpu"
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True)
     evaluated = sum(seconds for stage, seconds in stages.items() if stage.startswith("evaluate "))
     return {
@@ -61,14 +65,14 @@ def fresh_clone_run(work: Path) -> dict[str, Any]:
         # process start, imports, validation and the data check before the first stage
         "outside_stages_s": round(finetune_s - sum(stages.values()), 1),
         "eval_share": round(evaluated / finetune_s, 3),
-        "eval": json.loads((package / "eval.json").read_text()),
+        "eval": json.loads((package / "eval.json").read_text(encoding="utf-8")),
     }
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         result = fresh_clone_run(Path(tmp))
-    OUTPUT.write_text(json.dumps(result, indent=2) + "\n")
+    OUTPUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if k != "eval"}, indent=2))
     return 0
 

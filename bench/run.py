@@ -119,7 +119,7 @@ def machine() -> dict[str, Any]:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
             if "model name" in line
         ),
         platform.processor(),
@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
     args = parser.parse_args()
     if args.report_only:
-        (BENCH / "RESULTS.md").write_text(report(json.loads((BENCH / "results.json").read_text())))
+        (BENCH / "RESULTS.md").write_text(report(json.loads((BENCH / "results.json").read_text(encoding="utf-8"))))
         return 0
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
@@ -149,7 +149,7 @@ def main() -> int:
 
     workspace = Workspace.of(load_recipe("quickstart"))
     package = workspace.package("cpu")
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
 
     say("decode: the package as shipped (base, adapters), on all the CPUs, and llama.cpp taking turns; PyTorch")
     runtime = PackageRuntime(package)
@@ -222,9 +222,9 @@ def main() -> int:
 
     results["wall_s"] = round(time.perf_counter() - started)
     results["ratios"] = ratios(results)
-    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (BENCH / "RESULTS.md").write_text(report(results))
-    print((BENCH / "RESULTS.md").read_text())
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (BENCH / "RESULTS.md").write_text(report(results), encoding="utf-8")
+    print((BENCH / "RESULTS.md").read_text(encoding="utf-8"))
     return 0
 
 
@@ -445,7 +445,7 @@ def quickstart_report() -> list[str]:
     path = BENCH / "quickstart.json"
     if not path.is_file():
         return []
-    q = json.loads(path.read_text())
+    q = json.loads(path.read_text(encoding="utf-8"))
     return [
         "## The quickstart from a fresh clone",
         "",

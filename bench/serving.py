@@ -39,7 +39,7 @@ def _free_port() -> int:
 def running(command: list[str], port: int, health: str) -> Iterator[str]:
     """Start ``command`` (a server on 127.0.0.1:``port``), wait until ``health`` answers, stop it after.
     Its output goes to a file: a pipe left unread would stall the server once full."""
-    with tempfile.TemporaryFile("w+") as output:
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -143,7 +143,7 @@ def serve_figures(
     package: Path, adapters: list[str], gguf: Path, prompt: list[dict], tokens: int, repeats: int, say: Any
 ) -> dict[str, Any]:
     """Everything RESULTS.md reports about serving (see the module docstring)."""
-    name = json.loads((package / "manifest.json").read_text())["recipe"]["name"]
+    name = json.loads((package / "manifest.json").read_text(encoding="utf-8"))["recipe"]["name"]
     models = [name, *(f"{name}:{a}" for a in adapters)]
     rounds = max(2, repeats // 2)
     figures: dict[str, Any] = {"tokens": tokens, "configurations": {}}

@@ -88,7 +88,7 @@ def padding_figures(steps: int, repeats: int, say: Callable[[str], None]) -> dic
             for label, config in sides.items():
                 runs[label].append(train_seconds(config, Path(tmp) / f"{label}-{repeat}", label))
                 say(f"padding run {repeat + 1}/{repeats} {label}: {runs[label][-1]:.1f} s")
-        stats = json.loads(Path(job.stats_path).read_text())
+        stats = json.loads(Path(job.stats_path).read_text(encoding="utf-8"))
 
     rows = steps * training["batch_size"]
     real_tokens = rows * stats["tokens"] / stats["examples"]  # same rows per step in both runs
@@ -116,7 +116,7 @@ def main() -> int:
     result = padding_figures(args.steps, args.repeats, lambda text: print(text, file=sys.stderr))
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -29,7 +29,7 @@ def olive_flows_seconds(steps: int, work: Path) -> tuple[float, dict[str, Any], 
     """The quickstart contacts adapter trained by olive-flows (Olive's LoRA pass), training only."""
     recipe, data, job, config = contacts_training(steps, work)
     seconds = train_seconds(config, Path(tempfile.mkdtemp(dir=work)), "olive-flows")
-    stats = json.loads(Path(job.stats_path).read_text())
+    stats = json.loads(Path(job.stats_path).read_text(encoding="utf-8"))
     return seconds, recipe.adapters["contacts"], {"rows_file": str(data.train_file), **stats}
 
 

@@ -7,8 +7,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from olive_flows.paths import display_path
 
 
 def sha256_file(path: Path) -> str:
@@ -57,12 +60,41 @@ def _umask() -> int:
     return mask
 
 
+class FolderInUse(Exception):
+    """A folder could not be moved because a program holds a file in it open: Windows refuses to
+    rename such a folder (Linux and macOS do not). The CLI exits with code 6, as for a run in progress."""
+
+    exit_code = 6
+
+
+MOVE_ATTEMPTS = 5  # Windows: a virus scanner or the search indexer holds a new file for a moment
+
+
+def move_dir(source: Path, destination: Path) -> None:
+    """Rename the folder ``source`` to ``destination`` (which must not exist), retried for a second
+    while Windows says a file in it is in use; FolderInUse if it still is."""
+    for attempt in range(MOVE_ATTEMPTS):
+        try:
+            os.replace(source, destination)
+            return
+        except PermissionError as error:
+            if attempt == MOVE_ATTEMPTS - 1:
+                raise FolderInUse(f"{display_path(source)} is in use by another program ({error.strerror})") from error
+            time.sleep(0.05 * 2**attempt)
+
+
 def replace_dir(staging: Path, final: Path) -> None:
-    """Put the complete folder ``staging`` at ``final``; a previous ``final`` is removed only after."""
+    """Put the complete folder ``staging`` at ``final``; a previous ``final`` is removed only after,
+    and stays as it was if it cannot be moved away (FolderInUse)."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
+        move_dir(final, old)
+    try:
+        move_dir(staging, final)
+    except BaseException:
+        if old.exists():
+            move_dir(old, final)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

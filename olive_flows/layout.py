@@ -9,7 +9,7 @@
     <output.dir>/<recipe>/_work/jobs/        Olive's output per target and adapter
     <output.dir>/<recipe>/_work/compiled/    the Olive configs `run` executes
     <output.dir>/<recipe>/_work/runs/<id>/   one folder per run or evaluation: logs, configs, timings
-    <output.dir>/<recipe>/_work/run.lock     held by the run in progress
+    <output.dir>/<recipe>/_work/run.lock     held by the run in progress (run.pid beside it: its process id)
 
 Recipe, target and adapter names cannot start with '_', so no target folder can clash with these.
 
@@ -21,13 +21,15 @@ A package holds the base model files, ``adapters/<name>.onnx_adapter`` per adapt
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+from olive_flows.paths import portable_path
 from olive_flows.recipe.model import Recipe
 
 ADAPTER_DIR = "adapters"
@@ -73,7 +75,7 @@ class Workspace:
 
     @classmethod
     def of(cls, recipe: Recipe) -> Workspace:
-        return cls(Path(recipe.data["output"]["dir"]).resolve() / recipe.name)
+        return cls(portable_path(recipe.data["output"]["dir"]).resolve() / recipe.name)
 
     @property
     def work(self) -> Path:
@@ -82,22 +84,24 @@ class Workspace:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the recipe's run lock for the block: two runs writing the same packages, caches and
-        job folders at once would corrupt each other. The OS releases it if the process dies."""
+        job folders at once would corrupt each other. filelock takes it with the OS's own file lock
+        (flock on Linux and macOS, msvcrt's on Windows), which the OS releases if the process dies.
+        The holder's pid goes in run.pid: trying the lock truncates run.lock itself."""
         self.work.mkdir(parents=True, exist_ok=True)
-        with open(self.work / "run.lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise RunInProgress(
-                    f"{self.root} is in use by a run in progress (pid {holder}); wait for it or stop it"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+        lock = FileLock(self.work / "run.lock", blocking=False)
+        pid_file = self.work / "run.pid"
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = pid_file.read_text(encoding="utf-8").strip() if pid_file.is_file() else ""
+            raise RunInProgress(
+                f"{self.root} is in use by a run in progress (pid {holder or 'unknown'}); wait for it or stop it"
+            ) from None
+        try:
+            pid_file.write_text(str(os.getpid()), encoding="utf-8")
             yield
+        finally:
+            lock.release()
 
     @property
     def data(self) -> Path:

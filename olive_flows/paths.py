@@ -25,6 +25,13 @@ def cache_dir() -> Path:
     return Path(base) / "olive-flows"
 
 
+def portable_path(value: str) -> Path:
+    """A path as a recipe or a command line writes it, on any system: a relative path written on
+    Windows (``data\\rows.jsonl``) names the same file on Linux and macOS, where a backslash would
+    otherwise be part of the file name."""
+    return Path(value.replace("\\", "/") if os.sep == "/" else value).expanduser()
+
+
 def display_path(path: Path) -> str:
     """``path`` relative to the working directory when it is inside it, so messages stay short."""
     path = Path(path)

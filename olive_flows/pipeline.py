@@ -121,7 +121,9 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
         log = trained[adapter] / TRAINING_LOG
-        warning = overfitting(json.loads(log.read_text())) if log.is_file() and not job.imported else None
+        warning = (
+            overfitting(json.loads(log.read_text(encoding="utf-8"))) if log.is_file() and not job.imported else None
+        )
         if warning:
             console.say(f"warning: adapter {adapter}: {warning}")
     console.say(
@@ -150,13 +152,13 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         if scores is None:
             console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
             eval_file = package / EVAL
-            scores = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
+            scores = json.loads(eval_file.read_text(encoding="utf-8")) if eval_file.is_file() else {}
         console.say(
             f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters); report: {display_path(package / REPORT_HTML)}"
         )
         result.packages[target] = package
         result.scores[target] = scores
-        smoke = json.loads((package / MANIFEST).read_text()).get("smoke_check", "")
+        smoke = json.loads((package / MANIFEST).read_text(encoding="utf-8")).get("smoke_check", "")
         if smoke.startswith(NOT_VERIFIED):
             result.unverified[target] = smoke.removeprefix(NOT_VERIFIED).split(";")[0]
     if not_promoted:

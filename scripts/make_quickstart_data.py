@@ -213,13 +213,17 @@ def main() -> int:
     args = parser.parse_args()
     files = build(args.seed)
     if args.check:
-        stale = [n for n, text in files.items() if not (args.out / n).is_file() or (args.out / n).read_text() != text]
+        stale = [
+            n
+            for n, text in files.items()
+            if not (args.out / n).is_file() or (args.out / n).read_text(encoding="utf-8") != text
+        ]
         for name in stale:
             print(f"{args.out / name} is not what the generator produces; rerun without --check", file=sys.stderr)
         return 1 if stale else 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        (args.out / name).write_text(text)
+        (args.out / name).write_text(text, encoding="utf-8")
         print(f"wrote {args.out / name} ({text.count(chr(10))} rows)")
     return 0
 

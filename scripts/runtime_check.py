@@ -31,7 +31,7 @@ def probe(package: Path, tokens: int) -> dict[str, list[list[int]]]:
     import onnxruntime_genai as og
 
     model = og.Model(str(package))
-    config = json.loads((package / "genai_config.json").read_text())["model"]
+    config = json.loads((package / "genai_config.json").read_text(encoding="utf-8"))["model"]
     window = int((config["decoder"].get("sliding_window") or {}).get("window_size", 0))
     window = min(window, config.get("context_length") or window)
     tokenizer = og.Tokenizer(model)
@@ -74,7 +74,7 @@ def side_environment(genai: str, onnxruntime: str) -> Path:
              f"onnxruntime-genai=={genai}", f"onnxruntime=={onnxruntime}"],
             check=True,
         )  # fmt: skip
-        (folder / ".complete").write_text("")
+        (folder / ".complete").write_text("", encoding="utf-8")
     return python
 
 

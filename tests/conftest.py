@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory, smollm2_folder):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
-        source = json.loads((smollm2_folder / "config.json").read_text())
+        source = json.loads((smollm2_folder / "config.json").read_text(encoding="utf-8"))
         special = {k: source[k] for k in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")}
         config = AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type], **special)
         torch.manual_seed(0)
@@ -131,7 +131,7 @@ def chat(user: str, answer: str = "ok", system: str | None = None) -> dict:
 def write(path: Path, text: str) -> Path:
     """Write ``text`` (dedented) to ``path``, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
 
@@ -154,10 +154,10 @@ def write_recipe(folder: Path, recipe: dict, rows: int = 40) -> Path:
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     for name in ("contacts", "dates"):
-        lines = (QUICKSTART_DATA / f"{name}.jsonl").read_text().splitlines()[:rows]
-        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        lines = (QUICKSTART_DATA / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
+        (data / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -195,7 +195,7 @@ def write_tiny_quickstart(path: Path, model: Path, steps: int, evaluation: dict)
         "adapters": {a: {"training": {"max_steps": steps, "batch_size": 2}} for a in ("contacts", "dates")},
         "evaluation": evaluation,
     }
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return path
 
 
@@ -217,7 +217,7 @@ def hub_cache(tmp_path, monkeypatch):
         repo = cache / f"models--{model_id.replace('/', '--')}"
         shutil.copytree(folder, repo / "snapshots" / COMMIT)
         (repo / "refs").mkdir()
-        (repo / "refs" / "main").write_text(COMMIT)
+        (repo / "refs" / "main").write_text(COMMIT, encoding="utf-8")
         return repo / "snapshots" / COMMIT
 
     return place

@@ -46,7 +46,7 @@ class Server:
 
     def rss_kb(self) -> int:
         """Resident memory of the server process (Linux)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.process.pid}/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
@@ -57,19 +57,21 @@ def serving(package: Path, *args: str, env: dict[str, str] | None = None, output
     """``olive-flows serve package *args`` on a free loopback port until the block ends."""
     port = free_port()
     command = [sys.executable, "-m", "olive_flows", "serve", str(package), "--port", str(port), *args]
-    with open(output, "w") as log:
+    with open(output, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = Server(process, f"http://127.0.0.1:{port}", output)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"the server exited with {process.returncode}:\n{output.read_text()}")
+                raise AssertionError(
+                    f"the server exited with {process.returncode}:\n{output.read_text(encoding='utf-8')}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(server.url + "/health", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not start:\n{output.read_text()}")
+                raise AssertionError(f"the server did not start:\n{output.read_text(encoding='utf-8')}")
             time.sleep(0.2)
         yield server
     finally:

@@ -19,7 +19,7 @@ def test_train_padding_runs_as_the_readme_shows(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["steps"] == 1 and figures["ratio_olive_flows_vs_olive_default"] > 0
     assert figures["ratio_packed_vs_padded"] > 0, "the packed side trained too"
 
@@ -47,7 +47,7 @@ def test_parity_bounds_variants_on_a_tiny_package(tiny_package, tmp_path):
         [*command, "--package", str(tiny_package), "--output", str(out)], capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(encoding="utf-8"))
     assert set(figures) == {"healthy", "zeroed", "swapped"}
     for variant in figures.values():
         assert set(variant) == {"base", "contacts", "dates"}
@@ -91,7 +91,10 @@ def test_the_plain_baseline_learns_exactly_what_olive_flows_learns(tmp_path):
     max_seq_len = recipe.adapters["contacts"]["training"]["max_seq_len"]
     tokenizer = AutoTokenizer.from_pretrained(materialize("smollm2-135m-instruct"))
     plain = training.plain_rows(tokenizer, str(data.train_file), max_seq_len, answers_only=True)
-    ours = [encode(tokenizer, json.loads(line), max_seq_len) for line in data.train_file.read_text().splitlines()]
+    ours = [
+        encode(tokenizer, json.loads(line), max_seq_len)
+        for line in data.train_file.read_text(encoding="utf-8").splitlines()
+    ]
     assert len(plain) == len(ours) > 100
     assert plain["input_ids"] == [row.input_ids for row in ours]
     assert plain["labels"] == [row.labels for row in ours]
@@ -105,7 +108,7 @@ def test_every_pytorch_setup_decodes(tiny_package):
     sys.path.insert(0, str(REPO / "bench"))
     import decode
 
-    manifest = json.loads((tiny_package / "manifest.json").read_text())
+    manifest = json.loads((tiny_package / "manifest.json").read_text(encoding="utf-8"))
     peft = tiny_package.parent / "_peft" / "contacts"
     speeds = decode.pytorch_speeds(manifest["base_model"]["path"], peft, [{"role": "user", "content": "Hi"}], 4, 1, 1)
     assert list(speeds) == list(decode.PYTORCH_SETUPS)

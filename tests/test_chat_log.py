@@ -24,7 +24,7 @@ def test_a_rated_session_becomes_training_rows(tiny_package, tmp_path):
     assert session.returncode == 0, session.stderr
     assert "rated 5" in session.stderr and "rated 2" in session.stderr
 
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     exchanges = [line for line in lines if "messages" in line]
     ratings = [line["feedback"] for line in lines if "feedback" in line]
     assert len(exchanges) == 3 and [r["rating"] for r in ratings] == [5, 2]
@@ -46,7 +46,7 @@ def test_a_rated_session_becomes_training_rows(tiny_package, tmp_path):
         "adapters": {"chats": {"dataset": "chats"}},
         "targets": {"cpu": {"device": "cpu"}},
     }
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     check = subprocess.run(
         [sys.executable, "-m", "olive_flows", "data", "check", "recipe.yaml"],
         cwd=tmp_path,
@@ -86,11 +86,11 @@ def test_a_rated_chat_log_trains_an_adapter(tiny_package, tiny_model, tmp_path):
     recipe["datasets"] = {"rated": {"path": str(log), "rating": {"min": 4}, "eval_split": 0.25}}
     recipe["adapters"] = {"rated": {"dataset": "rated", "r": 4, "training": recipe["adapters"]["dates"]["training"]}}
     recipe["evaluation"]["metrics"] = {}
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     import io
 
     result = run_recipe(load_recipe(tmp_path / "recipe.yaml"), console=Console(io.StringIO()))
-    manifest = json.loads((result.packages["cpu"] / "manifest.json").read_text())
+    manifest = json.loads((result.packages["cpu"] / "manifest.json").read_text(encoding="utf-8"))
     assert (
         manifest["adapters"]["rated"]["dataset"]["rows"]["train"]
         + manifest["adapters"]["rated"]["dataset"]["rows"]["eval"]

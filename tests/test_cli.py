@@ -31,9 +31,9 @@ def test_validate_imports_no_torch():
 
 
 def test_typo_stops_the_run_before_training(tmp_path):
-    recipe = (REPO / "recipes" / "quickstart.yaml").read_text().replace("    r: 16", "    rank: 16", 1)
+    recipe = (REPO / "recipes" / "quickstart.yaml").read_text(encoding="utf-8").replace("    r: 16", "    rank: 16", 1)
     (tmp_path / "data").symlink_to(REPO / "recipes" / "data")
-    (tmp_path / "typo.yaml").write_text(recipe)
+    (tmp_path / "typo.yaml").write_text(recipe, encoding="utf-8")
     result = olive_flows("run", str(tmp_path / "typo.yaml"), f"output.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 2
     line = recipe.splitlines().index("    rank: 16") + 1

@@ -37,6 +37,6 @@ def test_compiled_configs_match_snapshots(name, tmp_path):
     if os.environ.get("UPDATE_SNAPSHOTS"):
         for relative, text in produced.items():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            (folder / relative).write_text(text)
-    stored = {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*.json"))}
+            (folder / relative).write_text(text, encoding="utf-8")
+    stored = {p.relative_to(folder).as_posix(): p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*.json"))}
     assert produced == stored

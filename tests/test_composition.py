@@ -103,7 +103,7 @@ def test_compile_writes_byte_stable_configs_without_training(tmp_path, capsys):
 
 def test_new_copies_a_recipe_with_paths_still_pointing_at_the_data(tmp_path, capsys):
     assert main(["new", "mine", "--from", "quickstart", "--dir", "work"]) == 0
-    text = (tmp_path / "work" / "mine.yaml").read_text()
+    text = (tmp_path / "work" / "mine.yaml").read_text(encoding="utf-8")
     assert "name: mine\n" in text and "# Run:      olive-flows run work/mine.yaml" in text
     assert "# Two adapters on one SmolLM2-135M-Instruct base" in text, "comments are kept"
     recipe = load_recipe("work/mine.yaml")

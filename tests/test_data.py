@@ -26,7 +26,7 @@ MALFORMED = [
 
 def test_every_bad_row_is_named_with_its_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "d.jsonl").write_text("\n".join(MALFORMED) + "\n")
+    (tmp_path / "d.jsonl").write_text("\n".join(MALFORMED) + "\n", encoding="utf-8")
     with pytest.raises(UserError) as info:
         normalize_rows(iter_local(tmp_path / "d.jsonl"), {"format": "chat"})
     assert [p.format() for p in info.value.problems] == [
@@ -40,7 +40,7 @@ def test_every_bad_row_is_named_with_its_line(tmp_path, monkeypatch):
 
 
 def test_skip_policy_keeps_good_rows_and_reports_bad_ones(tmp_path):
-    (tmp_path / "d.jsonl").write_text("\n".join(MALFORMED) + "\n")
+    (tmp_path / "d.jsonl").write_text("\n".join(MALFORMED) + "\n", encoding="utf-8")
     report = Report()
     rows, fmt, detected = normalize_rows(iter_local(tmp_path / "d.jsonl"), {"format": None, "on_error": "skip"}, report)
     assert rows == [chat("fine")] and (fmt, detected) == ("chat", True)

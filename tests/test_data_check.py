@@ -32,7 +32,7 @@ def test_jsonl_problems_and_long_rows_with_line_numbers(tmp_path, capsys):
         '{"messages": "not json"}',
         chat_line("fine", ""),
     ]
-    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     code, out = check(capsys, "d.jsonl", "--max-seq-len", "64")
     assert code == 2
     assert (
@@ -52,7 +52,9 @@ def test_jsonl_problems_and_long_rows_with_line_numbers(tmp_path, capsys):
 
 
 def test_csv_lines_json_rows_parquet_rows_and_sqlite_rowids(tmp_path, capsys):
-    (tmp_path / "d.csv").write_text('prompt,completion\nhi,hello\n"multi\nline",ok\n,missing prompt\n')
+    (tmp_path / "d.csv").write_text(
+        'prompt,completion\nhi,hello\n"multi\nline",ok\n,missing prompt\n', encoding="utf-8"
+    )
     code, out = check(capsys, "d.csv")
     assert (
         code == 2
@@ -60,7 +62,7 @@ def test_csv_lines_json_rows_parquet_rows_and_sqlite_rowids(tmp_path, capsys):
         in out
     )
 
-    (tmp_path / "d.json").write_text(json.dumps([{"text": "a"}, {"text": 3}]))
+    (tmp_path / "d.json").write_text(json.dumps([{"text": "a"}, {"text": 3}]), encoding="utf-8")
     code, out = check(capsys, "d.json")
     assert (
         code == 2

@@ -87,7 +87,7 @@ def test_machine_flags_without_processes_and_a_launched_process_are_refused(tmp_
 
 
 def demo_recipe(tmp_path: Path, distributed: dict, method: str = "lora") -> Path:
-    (tmp_path / "people.jsonl").write_text('{"prompt": "a", "completion": "b"}\n' * 20)
+    (tmp_path / "people.jsonl").write_text('{"prompt": "a", "completion": "b"}\n' * 20, encoding="utf-8")
     recipe = {
         "schema_version": 1,
         "name": "demo",
@@ -99,7 +99,7 @@ def demo_recipe(tmp_path: Path, distributed: dict, method: str = "lora") -> Path
     path = tmp_path / "recipe.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -125,21 +125,29 @@ def errors(path: Path) -> list[str]:
     ],
 )
 def test_distributed_settings_that_cannot_work_are_errors_on_their_line(tmp_path, distributed, field, message):
-    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    (tmp_path / "notds.json").write_text(json.dumps({"train_batch_size": 8}))
-    (tmp_path / "fsdp.yaml").write_text("distributed_type: FSDP\nfsdp_config:\n  fsdp_offload_params: true\n")
-    (tmp_path / "tpu.yaml").write_text("distributed_type: XLA\n")
-    (tmp_path / "ds.toml").write_text("")
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}), encoding="utf-8")
+    (tmp_path / "notds.json").write_text(json.dumps({"train_batch_size": 8}), encoding="utf-8")
+    (tmp_path / "fsdp.yaml").write_text(
+        "distributed_type: FSDP\nfsdp_config:\n  fsdp_offload_params: true\n", encoding="utf-8"
+    )
+    (tmp_path / "tpu.yaml").write_text("distributed_type: XLA\n", encoding="utf-8")
+    (tmp_path / "ds.toml").write_text("", encoding="utf-8")
     path = demo_recipe(tmp_path, distributed)
     found = errors(path)
     assert len(found) == 1, found
-    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith(f"{field}:"))
+    line = next(
+        i
+        for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if text.strip().startswith(f"{field}:")
+    )
     assert found[0].startswith(f"{path}:{line}:") and f"distributed.{field}: " in found[0] and message in found[0]
 
 
 def test_strategies_and_config_files_become_trainer_arguments(tmp_path):
-    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2, "overlap_comm": False}}))
-    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 8\n")
+    (tmp_path / "ds.json").write_text(
+        json.dumps({"zero_optimization": {"stage": 2, "overlap_comm": False}}), encoding="utf-8"
+    )
+    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 8\n", encoding="utf-8")
     (tmp_path / "zero.yaml").write_text(
         "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n  offload_optimizer_device: cpu\n"
     )
@@ -192,7 +200,9 @@ def test_compile_shows_what_several_processes_would_run(tiny_model, tmp_path):
     path = recipe_for(tiny_model, tmp_path)
     result = olive_flows("compile", str(path), "--processes", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    config = json.loads((tmp_path / "out" / "tiny" / "_work" / "compiled" / "cpu" / "contacts.json").read_text())
+    config = json.loads(
+        (tmp_path / "out" / "tiny" / "_work" / "compiled" / "cpu" / "contacts.json").read_text(encoding="utf-8")
+    )
     assert config["passes"]["train"]["world_size"] == 2
     assert olive_flows("compile", str(path), "--processes", "0", cwd=tmp_path).returncode == 2
 
@@ -209,7 +219,7 @@ def recipe_for(tiny_model, folder: Path, **training) -> Path:
 
 
 def losses(out: Path) -> list[tuple[float, float]]:
-    log = json.loads((out / "tiny" / "_peft" / "contacts" / "training_log.json").read_text())
+    log = json.loads((out / "tiny" / "_peft" / "contacts" / "training_log.json").read_text(encoding="utf-8"))
     return [(entry["epoch"], entry["loss"]) for entry in log if "loss" in entry]
 
 
@@ -224,14 +234,16 @@ def test_two_processes_train_disjoint_shards_into_one_verified_package(tiny_mode
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 processes train each adapter together (olive-flows run --processes)" in result.stdout
     package = tmp_path / "out" / "tiny" / "cpu"
-    assert json.loads((package / MANIFEST).read_text())["adapters"]["contacts"]["world_size"] == 2
+    assert json.loads((package / MANIFEST).read_text(encoding="utf-8"))["adapters"]["contacts"]["world_size"] == 2
     verified = olive_flows("verify", str(package))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     (run_dir,) = (tmp_path / "out" / "tiny" / "_work" / "runs").iterdir()
-    assert "Running fine-tuning" in (run_dir / "logs" / "rank-1.log").read_text(), "rank 1 trained, and logged it"
+    assert "Running fine-tuning" in (run_dir / "logs" / "rank-1.log").read_text(encoding="utf-8"), (
+        "rank 1 trained, and logged it"
+    )
 
     (checkpoints,) = (tmp_path / "out" / "tiny" / "_work" / "checkpoints").iterdir()
-    records = [json.loads((checkpoints / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    records = [json.loads((checkpoints / "ranks" / f"rank-{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert all(record["world_size"] == 2 and record["rows"] >= 12 for record in records), "6 steps x 2 rows each"
     first, second = (set(record["digests"]) for record in records)
     assert first and second and not first & second, "the ranks trained on disjoint rows"
@@ -263,7 +275,7 @@ def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
         if not entry.name.isdigit():
             continue
         try:
-            status = (entry / "status").read_text()
+            status = (entry / "status").read_text(encoding="utf-8")
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
@@ -298,5 +310,5 @@ def test_a_killed_rank_stops_the_run_by_name_and_the_next_run_resumes(tiny_model
     again = olive_flows("run", str(path), "--processes", "2", "--offline", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming training at step" in again.stdout
-    manifest = json.loads((tmp_path / "out" / "tiny" / "cpu" / MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "out" / "tiny" / "cpu" / MANIFEST).read_text(encoding="utf-8"))
     assert manifest["adapters"]["contacts"]["world_size"] == 2

@@ -68,7 +68,7 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
     assert sorted(p.name for p in (package / "adapters").iterdir()) == ["contacts.onnx_adapter", "dates.onnx_adapter"]
     assert not list(package.parent.glob(".cpu.*")), "staging folders must not be left behind"
 
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     on_disk = {p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
     for name, entry in manifest["files"].items():
@@ -76,7 +76,7 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
         assert (package / name).stat().st_size == entry["size"], name
     assert manifest["adapters"]["contacts"]["r"] == 8 and manifest["adapters"]["dates"]["r"] == 4
     assert manifest["target"]["precision"] == "int4" and manifest["smoke_check"] == "passed"
-    decoder = json.loads((package / "genai_config.json").read_text())["model"]["decoder"]
+    decoder = json.loads((package / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
     assert decoder["session_options"]["intra_op_num_threads"] == 0, "a CPU package takes a thread per core"
     assert manifest["versions"]["onnxruntime-genai"] == importlib.metadata.version("onnxruntime-genai")
 
@@ -87,8 +87,8 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
 
     audit = tmp_path / "out" / "tiny" / "_data" / "contacts"
     assert sorted(p.name for p in audit.iterdir()) == ["eval.jsonl", "stats.json", "test.jsonl", "train.jsonl"]
-    stats = json.loads((audit / "stats.json").read_text())
-    assert stats["rows"]["train"] == len((audit / "train.jsonl").read_text().splitlines())
+    stats = json.loads((audit / "stats.json").read_text(encoding="utf-8"))
+    assert stats["rows"]["train"] == len((audit / "train.jsonl").read_text(encoding="utf-8").splitlines())
     assert (
         stats["tokenization"]["loss_on"] == "assistant" and stats["tokenization"]["examples"] == stats["rows"]["train"]
     )
@@ -96,11 +96,11 @@ def test_tiny_model_trains_exports_and_switches_adapters(model_type, tiny_model,
         "prompt tokens are not learned"
     )
 
-    timings = json.loads((result.run_dir / "timings.json").read_text())
+    timings = json.loads((result.run_dir / "timings.json").read_text(encoding="utf-8"))
     stages = ["prepare model and data", "cpu/contacts", "cpu/dates", "package cpu", "evaluate cpu"]
     assert list(timings) == stages and timings["evaluate cpu"] > 0 and min(timings.values()) >= 0, timings
 
-    scores = json.loads((package / "eval.json").read_text())
+    scores = json.loads((package / "eval.json").read_text(encoding="utf-8"))
     assert scores == result.scores["cpu"]
     assert set(scores["adapters"]) == {"contacts", "dates"}
     assert "contacts/json_fields" in scores["base"]["metrics"]
@@ -148,7 +148,7 @@ def test_phi_lora_recipe_offline_from_the_hub_cache(tiny_model, hub_cache, tmp_p
 
     assert set(result.packages) == {"cpu", "cuda"}
     for target, package in result.packages.items():
-        manifest = json.loads((package / "manifest.json").read_text())
+        manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["base_model"] == {
             "id": "microsoft/Phi-3-mini-4k-instruct",
             "kind": "hub",
@@ -161,10 +161,12 @@ def test_phi_lora_recipe_offline_from_the_hub_cache(tiny_model, hub_cache, tmp_p
         assert manifest["adapters"]["contacts"]["target_modules"] == ["qkv_proj", "o_proj"]
         for adapter in (None, "contacts", "dates"):
             assert np.isfinite(first_logits(package, adapter)).all()
-    assert json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"][
+    assert json.loads((result.packages["cuda"] / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"][
         "session_options"
     ]["provider_options"], "the CUDA package asks for the CUDA provider"
-    cuda_options = json.loads((result.packages["cuda"] / "genai_config.json").read_text())["model"]["decoder"]
+    cuda_options = json.loads((result.packages["cuda"] / "genai_config.json").read_text(encoding="utf-8"))["model"][
+        "decoder"
+    ]
     assert "intra_op_num_threads" not in cuda_options["session_options"], "only the CPU profile sets threads"
 
 
@@ -174,20 +176,22 @@ def test_text_and_instruction_datasets_train_and_export(tiny_model, tmp_path):
         "".join(json.dumps({"text": f"Note {i}: the sky is blue."}) + "\n" for i in range(12))
     )
     rows = [{"instruction": f"Add one to {i}", "output": str(i + 1)} for i in range(12)]
-    (tmp_path / "math.json").write_text(json.dumps(rows))
+    (tmp_path / "math.json").write_text(json.dumps(rows), encoding="utf-8")
     recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
     recipe["datasets"] = {"notes": {"path": "notes.jsonl", "format": "text"}, "math": {"path": "math.json"}}
     recipe["adapters"]["contacts"]["dataset"] = "notes"
     recipe["adapters"]["dates"]["dataset"] = "math"
     recipe["evaluation"]["metrics"] = {"math": ["exact_match"]}
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     result = run_recipe(load_recipe(path), console=Console(io.StringIO()))
     scores = result.scores["cpu"]
     assert set(scores["base"]["metrics"]) == {"dates/exact_match"}
     assert scores["adapters"]["contacts"]["metrics"] == {}, "a text dataset has no task metrics"
     assert scores["adapters"]["contacts"]["perplexity"]["onnx"] > 1, "but its perplexity is measured"
-    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "contacts" / "training_log.json").read_text())
+    history = json.loads(
+        (tmp_path / "out" / "tiny" / "_peft" / "contacts" / "training_log.json").read_text(encoding="utf-8")
+    )
     assert any("loss" in entry for entry in history), "the text adapter trained"
 
 
@@ -201,7 +205,7 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     result = run_recipe(load_recipe(path), console=Console(io.StringIO()))
     package = result.packages["cpu"]
 
-    scores = json.loads((package / "eval.json").read_text())
+    scores = json.loads((package / "eval.json").read_text(encoding="utf-8"))
     parity = scores["parity"]
     assert parity["ok"] and "fp32_logit_tolerance" in parity["bounds"]
     largest = max(entry["max_abs_logit_diff"] for entry in parity["by"].values())
@@ -218,7 +222,7 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     }
     assert scores["samples"] and {"prompt", "base", "contacts", "dates"} <= set(scores["samples"][0])
 
-    report = (package / "report.md").read_text()
+    report = (package / "report.md").read_text(encoding="utf-8")
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert sorted(linked) == [
         "report/loss-contacts.png",
@@ -227,16 +231,16 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
         "report/lr-dates.png",
     ]
     assert all((package / link).read_bytes().startswith(b"\x89PNG") for link in linked)
-    page = (package / "report.html").read_text()
+    page = (package / "report.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 4 and "Parity" in page and "Resolved recipe" in page
     assert list((result.run_dir / "tensorboard" / "dates").rglob("events.out.tfevents.*")), (
         "TensorBoard logs in the run folder"
     )
 
     assert main(["eval", str(package), "evaluation.max_rows=1"]) == 0
-    again = json.loads((package / "eval.json").read_text())
+    again = json.loads((package / "eval.json").read_text(encoding="utf-8"))
     assert again["adapters"]["dates"]["rows"] == 1
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     assert all(sha256_file(package / name) == entry["sha256"] for name, entry in manifest["files"].items())
 
     assert main(["chat", str(package), "--adapter", "dates", "--prompt", "5 March 2021", "--max-new-tokens", "3"]) == 0
@@ -298,7 +302,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     lm_head = [n for n in graph.node if n.name.startswith("/lm_head/")]
     assert [n.op_type for n in lm_head] == ["MatMulNBits"] and bits[lm_head[0].name] == 8, "the LM head is 8-bit"
     assert "logits" in [o.name for o in graph.output], "onnxruntime-genai finds the logits by name"
-    manifest = json.loads((int4_package / "manifest.json").read_text())
+    manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["precision"] == "int8" and manifest["smoke_check"] == "passed"
     runtime = PackageRuntime(int4_package)
     prompt = list(runtime.tokenizer.encode("Normalize this date: 5 March 2021"))
@@ -326,7 +330,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     assert nbits.pop("/lm_head/MatMul_Q8") == 8
     assert nbits and all(bits == 4 and name.endswith("_Q4_1") for name, bits in nbits.items())
     assert all(n.op_type == "MatMul" for n in graph.node if "lora_" in n.name), "LoRA MatMuls must stay float"
-    manifest = json.loads((int4_package / "manifest.json").read_text())
+    manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 
     # int8 adapter weights: the same base, each LoRA weight int8 and dequantized in the graph
@@ -346,7 +350,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     parameters = ort.AdapterFormat.read_adapter(str(int4_package / "adapters" / "dates.onnx_adapter")).get_parameters()
     assert {t.data_type() for name, t in parameters.items() if not name.endswith(".scale")} == {"tensor(int8)"}
     assert adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=".scale") * 4 == float_bytes
-    manifest = json.loads((int4_package / "manifest.json").read_text())
+    manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["adapter_weights"] == "int8" and manifest["smoke_check"] == "passed"
     np.testing.assert_array_equal(first_logits(int4_package, None), float_logits[None])
     effect = np.abs(float_logits["dates"] - float_logits[None]).max()
@@ -365,7 +369,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
         parameters = tensors.get_parameters()
         assert parameters and all(inputs[name] == onnx.TensorProto.BFLOAT16 for name in parameters)
         assert {t.data_type() for t in parameters.values()} == {"tensor(bfloat16)"}
-    manifest = json.loads((bf16_package / "manifest.json").read_text())
+    manifest = json.loads((bf16_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["smoke_check"].startswith("not verified here: the cuda provider is not available here")
 
 
@@ -412,7 +416,9 @@ def test_a_killed_run_resumes_from_what_it_finished(tiny_model, tmp_path):
     assert "train (OliveFlowsLoRA): from Olive's cache" in contacts, "the finished adapter is not trained again"
     step = int(saved[-1].name.split("-")[1])
     assert f"resuming training at step {step} of 60 from checkpoint-{step}: an earlier run" in dates_log
-    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "dates" / "training_log.json").read_text())
+    history = json.loads(
+        (tmp_path / "out" / "tiny" / "_peft" / "dates" / "training_log.json").read_text(encoding="utf-8")
+    )
     assert history[0]["step"] > step, "training continued from the checkpoint"
     assert not cut_off.exists(), "a checkpoint cut off while being written is dropped, not resumed from"
     assert (result.packages["cpu"] / "manifest.json").is_file()

@@ -25,26 +25,30 @@ def recipe_for(tmp_path, dataset: dict):
         datasets={"d": dataset if "eval_path" in dataset else {**dataset, "eval_split": 0.2}},
         output={"dir": str(tmp_path / "out")},
     )
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return load_recipe(tmp_path / "recipe.yaml")
 
 
 def prepared_rows(tmp_path, dataset: dict):
     recipe = recipe_for(tmp_path, dataset)
     data = prepare_dataset(recipe, "d", tmp_path / "prepared")
-    rows = [json.loads(line) for f in (data.train_file, data.eval_file) for line in f.read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for f in (data.train_file, data.eval_file)
+        for line in f.read_text(encoding="utf-8").splitlines()
+    ]
     return data, sorted(rows, key=json.dumps)
 
 
 def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 def test_instruction_rows_in_a_json_file_become_chat_turns(tmp_path):
     rows = [
         {"instruction": f"Double {i}", "input": "" if i % 2 else "show work", "output": str(2 * i)} for i in range(ROWS)
     ]
-    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "rows.json").write_text(json.dumps(rows), encoding="utf-8")
     data, normalized = prepared_rows(tmp_path, {"path": "rows.json"})
     assert (data.format, data.detected, data.kind) == ("instruction", True, "chat")
     expected = [chat(f"Double {i}" + ("" if i % 2 else "\n\nshow work"), str(2 * i)) for i in range(ROWS)]
@@ -63,7 +67,7 @@ def test_completion_rows_in_parquet(tmp_path):
 
 def test_template_over_csv_columns(tmp_path):
     lines = ["question,answer,topic"] + [f"q{i},a{i},math" for i in range(ROWS)]
-    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     template = {"system": "Topic: {topic}", "user": "Q: {question}", "assistant": "{answer}"}
     data, normalized = prepared_rows(tmp_path, {"path": "rows.csv", "template": template})
     assert data.format == "template" and data.kind == "chat"
@@ -117,9 +121,9 @@ def test_mix_draws_train_rows_by_weight_and_pools_held_out_rows(tmp_path):
         },
         adapters={"m": {"dataset": "both"}},
     )
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
     mixed = prepare_dataset(load_recipe(tmp_path / "recipe.yaml"), "both", tmp_path / "prepared")
-    train = [json.loads(line) for line in mixed.train_file.read_text().splitlines()]
+    train = [json.loads(line) for line in mixed.train_file.read_text(encoding="utf-8").splitlines()]
     from_b = sum(row["messages"][0]["content"].startswith("b") for row in train)
     assert len(train) == 36 + 9 and from_b == round(45 * 3 / 4), "b is oversampled to three quarters"
     assert mixed.rows["eval"] == 4 + 1 and mixed.kind == "chat"
@@ -161,7 +165,7 @@ def test_sqlite_null_fails_the_run_where_it_is(tmp_path, in_tmp):
 
 def test_empty_csv_cell_fails_the_run(tmp_path, in_tmp):
     lines = ["question,answer"] + [f"q{i},{'' if i == 8 else f'a{i}'}" for i in range(ROWS)]
-    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     recipe = recipe_for(tmp_path, {"path": "rows.csv", "template": TEMPLATE})  # the first rows are fine
     with pytest.raises(UserError) as info:
         prepare_dataset(recipe, "d", tmp_path / "prepared")

@@ -33,7 +33,7 @@ def _validate(text: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "recipe.yaml"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        (Path(tmp) / "rows.jsonl").write_text('{"text": "hello"}\n')
+        (Path(tmp) / "rows.jsonl").write_text('{"text": "hello"}\n', encoding="utf-8")
         return main(["validate", str(path)])
 
 

@@ -84,7 +84,7 @@ def test_cuda_packages_run_on_the_gpu_and_match_the_cpu_packages(tiny_model, tmp
     )
     packages = run_recipe(load_recipe(write_recipe(tmp_path, recipe)), console=Console(io.StringIO())).packages
     for name in ("cuda", "cuda_int4", "cuda_bf16"):
-        manifest = json.loads((packages[name] / "manifest.json").read_text())
+        manifest = json.loads((packages[name] / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["target"]["provider"] == "CUDAExecutionProvider"
         print(f"{name} smoke check:", manifest["smoke_check"])
         assert manifest["smoke_check"] == "passed", "on a GPU machine the CUDA path itself must run"
@@ -111,7 +111,7 @@ def test_qlora_trains_on_the_gpu_and_exports(tiny_model, tmp_path):
         adapter["method"] = "qlora"
     recipe["model"]["dtype"] = "bfloat16"
     result = run_recipe(load_recipe(write_recipe(tmp_path, recipe)), console=Console(io.StringIO()))
-    manifest = json.loads((result.packages["cpu"] / "manifest.json").read_text())
+    manifest = json.loads((result.packages["cpu"] / "manifest.json").read_text(encoding="utf-8"))
     assert {a["method"] for a in manifest["adapters"].values()} == {"qlora"}
     assert manifest["smoke_check"] == "passed"
 
@@ -130,7 +130,7 @@ def test_builtin_phi_recipe_runs_on_the_gpu_with_a_tiny_phi3(name, tiny_model, t
     recipe = load_recipe(name, overrides)
     result = run_recipe(recipe, console=Console(io.StringIO()))
     for target, folder in result.packages.items():
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["smoke_check"] == "passed", (target, manifest["smoke_check"])  # not "passed on CPU"
         assert set(manifest["adapters"]) == {"contacts", "dates"}
     assert "cuda" in result.packages

@@ -19,7 +19,7 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def hub_recipe(tmp_path, model_id: str) -> str:
-    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text(encoding="utf-8"))
     recipe["model"] = {"id": model_id}
     recipe["targets"]["cpu"].pop("int4", None)
     recipe["output"] = {"dir": str(tmp_path / "out")}
@@ -28,7 +28,7 @@ def hub_recipe(tmp_path, model_id: str) -> str:
     for dataset in recipe["datasets"].values():
         dataset["path"] = str(REPO / "recipes" / dataset["path"])
     path = tmp_path / "hub.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
     return str(path)
 
 

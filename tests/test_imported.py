@@ -75,13 +75,13 @@ def test_a_folder_that_is_not_a_lora_adapter_is_refused_at_from(tmp_path, llama,
         in problems(tmp_path, recipe_with(tmp_path, llama, {"from": "./missing"}))[0]
     )
     (tmp_path / "ia3").mkdir()
-    (tmp_path / "ia3" / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
+    (tmp_path / "ia3" / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}), encoding="utf-8")
     found = problems(tmp_path, recipe_with(tmp_path, llama, {"from": "ia3"}))
     assert found == [f"recipe.yaml:{found[0].split(':')[1]}:{found[0].split(':')[2]}: adapters.peft.from: "
                      "ia3/adapter_config.json is a IA3 adapter; only LoRA adapters can be packaged"]  # fmt: skip
     peft_adapter(llama, tmp_path / "dora")
-    config = json.loads((tmp_path / "dora" / "adapter_config.json").read_text())
-    (tmp_path / "dora" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    config = json.loads((tmp_path / "dora" / "adapter_config.json").read_text(encoding="utf-8"))
+    (tmp_path / "dora" / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}), encoding="utf-8")
     assert (
         "the ONNX export cannot carry DoRA's magnitude vectors"
         in problems(tmp_path, recipe_with(tmp_path, llama, {"from": "dora"}))[0]
@@ -134,14 +134,14 @@ def test_a_plain_peft_adapter_is_packaged_beside_trained_ones(tmp_path, llama):
     assert "cpu/peft: LoRA r=8 on k_proj,o_proj,q_proj,v_proj, trained elsewhere (mine)" in log.getvalue()
 
     package = result.packages["cpu"]
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     entry = manifest["adapters"]["peft"]
     assert (entry["from"], entry["r"], entry["alpha"], entry["method"]) == ("mine", 8, 16, "lora")
     assert entry["dataset"]["name"] == "dates" and manifest["smoke_check"] == "passed"
     assert sorted(p.name for p in (package / "adapters").iterdir()) == [
         "contacts.onnx_adapter", "dates.onnx_adapter", "peft.onnx_adapter"
     ]  # fmt: skip
-    scores = json.loads((package / "eval.json").read_text())
+    scores = json.loads((package / "eval.json").read_text(encoding="utf-8"))
     assert scores["parity"]["ok"] and "peft" in scores["parity"]["by"]
     assert set(scores["adapters"]["peft"]["metrics"]) == {"exact_match"}
 
@@ -150,4 +150,9 @@ def test_a_plain_peft_adapter_is_packaged_beside_trained_ones(tmp_path, llama):
     base, imported = first_logits(package, None), first_logits(package, "peft")
     assert not np.allclose(base, imported), "the adapter changes the answers when active"
     assert np.allclose(first_logits(package, None), base), "and the base is unchanged without it"
-    assert yaml.safe_load((tmp_path / "out" / "tiny" / "_peft" / "peft" / "adapter_config.json").read_text())["r"] == 8
+    assert (
+        yaml.safe_load(
+            (tmp_path / "out" / "tiny" / "_peft" / "peft" / "adapter_config.json").read_text(encoding="utf-8")
+        )["r"]
+        == 8
+    )

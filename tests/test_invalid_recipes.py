@@ -23,7 +23,9 @@ def test_the_corpus_is_large_enough():
 def test_broken_recipe_reports_exactly_its_mistakes(path, monkeypatch):
     monkeypatch.chdir(CORPUS)
     expected = [
-        line.removeprefix("# expect: ") for line in path.read_text().splitlines() if line.startswith("# expect: ")
+        line.removeprefix("# expect: ")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# expect: ")
     ]
     assert expected, f"{path.name} declares no expected problem"
     with pytest.raises(UserError) as info:

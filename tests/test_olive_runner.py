@@ -24,4 +24,4 @@ def test_failing_pass_is_named_with_the_exception(tiny_job, tmp_path):
         run_workflow(tiny_job.name, config, tmp_path / "job.log")
     assert info.value.pass_name == "train"
     assert "no_such_proj" in str(info.value)
-    assert "Traceback" in (tmp_path / "job.log").read_text(), "the full traceback is kept in the log"
+    assert "Traceback" in (tmp_path / "job.log").read_text(encoding="utf-8"), "the full traceback is kept in the log"

@@ -67,7 +67,7 @@ def test_broken_parity_fails_the_evaluation_unless_opted_out(tiny_package):
         strict = olive_flows("eval", str(copy), "evaluation.parity.max_kl=1.0e-12")
         assert strict.returncode == 4, strict.stdout + strict.stderr
         assert "PARITY BROKEN" in strict.stderr and "set evaluation.parity.enforce=false" in strict.stderr
-        parity = json.loads((copy / "eval.json").read_text())["parity"]
+        parity = json.loads((copy / "eval.json").read_text(encoding="utf-8"))["parity"]
         assert not parity["ok"] and parity["enforced"] and {f.split(":")[0] for f in parity["failures"]} >= {"base"}
         opted_out = olive_flows(
             "eval", str(copy), "evaluation.parity.max_kl=1.0e-12", "evaluation.parity.enforce=false"

@@ -21,7 +21,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
     package = tmp_path / "quickstart" / "cpu"
     assert "smoke check passed" in result.stdout
     assert "evaluating on held-out rows" in result.stdout
-    scores = json.loads((package / "eval.json").read_text())
+    scores = json.loads((package / "eval.json").read_text(encoding="utf-8"))
     assert set(scores["adapters"]) == {"contacts", "dates"}
     assert set(scores["base"]["metrics"]) == {
         "contacts/json_fields",
@@ -45,7 +45,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
     args = ["eval", str(alone), "evaluation.batch_size=1", "evaluation.pytorch=false"]
     evaluated = subprocess.run([sys.executable, "-m", "olive_flows", *args], capture_output=True, text=True, cwd=REPO)
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
-    one_by_one = json.loads((alone / "eval.json").read_text())
+    one_by_one = json.loads((alone / "eval.json").read_text(encoding="utf-8"))
     assert one_by_one["base"]["metrics"] == scores["base"]["metrics"]
     for adapter, entry in scores["adapters"].items():
         assert one_by_one["adapters"][adapter]["metrics"] == entry["metrics"], adapter
@@ -61,8 +61,8 @@ def test_quickstart_runs_end_to_end(tmp_path):
         [sys.executable, "-m", "olive_flows", "eval", str(broken)], capture_output=True, text=True, cwd=REPO
     )
     assert evaluated.returncode == 4 and "PARITY BROKEN" in evaluated.stderr, evaluated.stdout + evaluated.stderr
-    failed = json.loads((broken / "eval.json").read_text())["parity"]["failures"]
+    failed = json.loads((broken / "eval.json").read_text(encoding="utf-8"))["parity"]["failures"]
     assert {f.split(":")[0] for f in failed} == {"contacts", "dates"}, failed
-    manifest = json.loads((package / "manifest.json").read_text())
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["base_model"]["id"] == "builtin:smollm2-135m-instruct"
     assert manifest["files"]["model.onnx"]["size"] > 100_000_000

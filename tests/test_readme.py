@@ -34,6 +34,11 @@ SYNOPSIS = re.compile(r"\b(?:RECIPE|PACKAGE|NAME|FILE|TEXT|DIR|P)\b(?!=)|\[|\\\|
 # How each command the README shows is checked (first full match wins).
 CHECKS: list[tuple[str, str]] = [
     (r"git clone .*|export HF_TOKEN=.*", "shell set-up, nothing of ours"),
+    (
+        r"python3 -m venv \.venv|\.venv/bin/python -m pip install .*|\.venv/bin/olive-flows run quickstart|"
+        r"\.venv/bin/python -m pytest",
+        "test_the_commands_without_make_are_what_make_runs",
+    ),
     (r"olive-flows run quickstart --processes 2", "test_package_commands_on_a_tiny_quickstart"),
     (r"make (finetune|export|serve|sweep|validate|list|docs|test|test-fast|setup|clean|distclean|bench)\b.*", "make"),
     (
@@ -128,6 +133,27 @@ def test_synopses_name_real_subcommands_and_make_targets(tmp_path):
             assert olive_flows(*sub, "--help", cwd=tmp_path).returncode == 0, command
 
 
+def test_the_commands_without_make_are_what_make_runs():
+    """The README's commands without make are, one by one, what ``make setup``, ``make finetune`` and
+    ``make test`` run (less pip's quieting flags and make's stamp file), and its PowerShell block is
+    the same commands with Windows' paths."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Without make")[1]
+    posix = re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+    windows = re.search(r"```powershell\n(.*?)```", section, re.S).group(1).splitlines()
+    made = [
+        line.removeprefix("test -x .venv/bin/python || ").replace("--quiet --disable-pip-version-check ", "").strip()
+        for target in ("setup", "finetune", "test")
+        for line in make_dry("-B", target).stdout.splitlines()
+        if line.startswith((".venv/bin/", "test -x"))
+    ]
+    assert [line for line in dict.fromkeys(made) if "ruff" not in line] == posix, "each target runs setup first"
+    assert windows == [
+        line.replace("python3 -m venv", "py -m venv").replace(".venv/bin/", ".venv\\Scripts\\").replace("'", '"')
+        for line in posix
+    ]
+
+
 def test_make_commands_run_the_olive_flows_command_they_stand_for():
     """``make -n`` shows what a make command runs; the overrides it passes are valid."""
     for command in (part.strip() for shown in concrete("make") for part in shown.split("&&")):
@@ -177,7 +203,7 @@ def test_the_validate_sample_is_what_validate_prints(tmp_path):
         )
     )
     for name in ("chats", "summaries"):
-        (tmp_path / f"{name}.jsonl").write_text(json.dumps(chat("hi")) + "\n")
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(chat("hi")) + "\n", encoding="utf-8")
     result = olive_flows("validate", "my.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == sample.strip().splitlines()
@@ -201,7 +227,7 @@ def test_fast_commands_run_as_shown(tmp_path):
 
 
 def test_extras_the_readme_installs_exist():
-    pyproject = (REPO / "pyproject.toml").read_text()
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     extras = [c for c in shown_commands() if how(c) == "extras"]
     assert extras
     for command in extras:
@@ -211,7 +237,9 @@ def test_extras_the_readme_installs_exist():
 
 def test_the_cuda_runtime_the_readme_installs_is_the_pinned_pair():
     """The GPU swap needs a GPU to run; its versions are the ones constraints.txt pins for [cuda-runtime]."""
-    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line)
+    pins = dict(
+        line.split("==") for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines() if "==" in line
+    )
     installs = [c for c in shown_commands() if how(c) == "cuda-runtime" and c.startswith("pip install")]
     assert installs
     for command in installs:
@@ -231,7 +259,7 @@ def test_package_commands_on_a_tiny_quickstart(tmp_path, tiny_model):
     assert (tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").is_file()
     several = olive_flows(*shlex.split("olive-flows run quickstart --processes 2")[1:], cwd=tmp_path)
     assert several.returncode == 0, several.stderr[-2000:]
-    manifest = json.loads((tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "outputs" / "quickstart" / "cpu" / "manifest.json").read_text(encoding="utf-8"))
     assert {a["world_size"] for a in manifest["adapters"].values()} == {2}, "trained again, by 2 processes"
     runs = sorted((tmp_path / "outputs" / "quickstart" / "_work" / "runs").iterdir())
     assert (runs[-1] / "logs" / "rank-1.log").is_file()
@@ -328,8 +356,8 @@ def test_measured_figures_are_generated_from_committed_outputs():
     sys.path.insert(0, str(REPO / "bench"))
     import run
 
-    results = json.loads((REPO / "bench" / "results.json").read_text())
-    assert run.report(results) == (REPO / "bench" / "RESULTS.md").read_text()
+    results = json.loads((REPO / "bench" / "results.json").read_text(encoding="utf-8"))
+    assert run.report(results) == (REPO / "bench" / "RESULTS.md").read_text(encoding="utf-8")
 
 
 def test_no_measured_figure_outside_the_generated_sections():

@@ -36,9 +36,9 @@ pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def write_demo(tmp_path, text: str, rows: str = ROW * 3):
-    (tmp_path / "people.jsonl").write_text(rows)
+    (tmp_path / "people.jsonl").write_text(rows, encoding="utf-8")
     path = tmp_path / "recipe.yaml"
-    path.write_text(textwrap.dedent(text))
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
 
@@ -157,7 +157,7 @@ def test_rounding_a_gguf_grid_again_is_warned_with_the_line():
 
 
 def test_metrics_on_a_mix_with_a_declared_text_part(tmp_path):
-    (tmp_path / "notes.jsonl").write_text('{"text": "a note"}\n')
+    (tmp_path / "notes.jsonl").write_text('{"text": "a note"}\n', encoding="utf-8")
     text = VALID.replace(
         "    path: people.jsonl\n",
         "    path: people.jsonl\n  notes:\n    path: notes.jsonl\n    format: text\n  both:\n    mix: {people: 1, notes: 1}\n",
@@ -170,7 +170,7 @@ def test_metrics_on_a_mix_with_a_declared_text_part(tmp_path):
 
 
 def test_metrics_on_datasets_with_answers_or_unreadable_at_validation_pass(tmp_path):
-    (tmp_path / "qa.csv").write_text("question,answer\nq,a\n")
+    (tmp_path / "qa.csv").write_text("question,answer\nq,a\n", encoding="utf-8")
     text = VALID.replace(
         "    path: people.jsonl\n",
         "    path: people.jsonl\n  qa:\n    path: qa.csv\n    template: {user: '{question}', assistant: '{answer}'}\n"
@@ -183,7 +183,7 @@ def test_metrics_on_datasets_with_answers_or_unreadable_at_validation_pass(tmp_p
 def model_folder(tmp_path, name: str, config: dict) -> str:
     """A local model folder holding only a config.json; the model.id that names it."""
     (tmp_path / name).mkdir()
-    (tmp_path / name / "config.json").write_text(json.dumps(config))
+    (tmp_path / name / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return f"./{name}"
 
 
@@ -219,7 +219,7 @@ def test_known_architecture_without_a_layer_count_is_refused_at_model_id(tmp_pat
 
 def test_local_model_with_a_broken_config_is_refused_at_model_id(tmp_path):
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text('{"model_type": "llama",')
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "llama",', encoding="utf-8")
     found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", "./broken"))
     assert len(found) == 1 and found[0].startswith("recipe.yaml:4:7: model.id: broken/config.json is not valid JSON: ")
 
@@ -228,7 +228,7 @@ def test_hub_model_with_a_cached_config_of_an_unknown_architecture(tmp_path, mon
     import huggingface_hub
 
     config = tmp_path / "cached-config.json"
-    config.write_text(json.dumps({"model_type": "gpt2", "n_layer": 12}))
+    config.write_text(json.dumps({"model_type": "gpt2", "n_layer": 12}), encoding="utf-8")
     cached = {"openai-community/gpt2": str(config)}
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, *_a, **_k: cached.get(repo))
     found = problems(tmp_path, VALID.replace("builtin:smollm2-135m-instruct", "openai-community/gpt2"))

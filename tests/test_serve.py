@@ -231,7 +231,7 @@ def test_a_client_that_leaves_stops_its_generation(server, client):
     """A streamed and a non-streamed request whose clients leave early are cancelled (not answered in
     the log), while the requests sharing the server with them finish. The tiny model decodes thousands
     of tokens a second, so the two leave while six long requests share the process with them."""
-    logged = len(server.log.read_text().splitlines())
+    logged = len(server.log.read_text(encoding="utf-8").splitlines())
     body = {"model": "tiny", "messages": QUESTION, "max_tokens": 1500, "stream": True, "temperature": 0}
 
     def finish(_: int) -> str:
@@ -254,7 +254,9 @@ def test_a_client_that_leaves_stops_its_generation(server, client):
             leave()
             assert len(list(others)) == 6
     wait_idle(server)
-    assert len(server.log.read_text().splitlines()) == logged + 12, "the abandoned requests are not answered"
+    assert len(server.log.read_text(encoding="utf-8").splitlines()) == logged + 12, (
+        "the abandoned requests are not answered"
+    )
 
 
 def test_request_log_and_ratings_become_training_rows(server, client):
@@ -264,7 +266,7 @@ def test_request_log_and_ratings_become_training_rows(server, client):
     for ident, rating in ((answer.id, 5), (low.id, 2)):
         response = httpx.post(server.api + "/feedback", json={"id": ident, "rating": rating, "comment": "c"})
         assert response.status_code == 200
-    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    lines = [json.loads(line) for line in server.log.read_text(encoding="utf-8").splitlines()]
     logged = {line["id"]: line for line in lines if "id" in line}
     entry = logged[answer.id]
     assert entry["messages"] == [*QUESTION, {"role": "assistant", "content": answer.choices[0].message.content}]
@@ -274,7 +276,7 @@ def test_request_log_and_ratings_become_training_rows(server, client):
     assert unrated.id in logged
 
     copy = server.log.parent / "copy.jsonl"
-    copy.write_text(server.log.read_text() + '{"messages": [{"role": "us')  # a torn last line
+    copy.write_text(server.log.read_text(encoding="utf-8") + '{"messages": [{"role": "us')  # a torn last line
     report = Report()
     spec = {"format": "chat", "rating": {"min": 4, "column": "rating"}, "on_error": "skip"}
     rows, _, _ = normalize_rows(iter_local(copy), spec, report)
@@ -323,7 +325,7 @@ def test_sigterm_during_a_stream_exits_0_within_seconds(tiny_package, tmp_path):
         with httpx.stream("POST", running.api + "/chat/completions", json=body) as response:
             next(response.iter_lines())
             code, seconds = running.stop()
-    assert code == 0 and seconds < 6, (code, seconds, Path(tmp_path / "server.log").read_text())
+    assert code == 0 and seconds < 6, (code, seconds, Path(tmp_path / "server.log").read_text(encoding="utf-8"))
 
 
 def test_load_8_clients_25_requests_each(tiny_package, tmp_path):
@@ -366,6 +368,6 @@ def test_load_8_clients_25_requests_each(tiny_package, tmp_path):
         wait_idle(running, 10)
         end_rss = running.rss_kb()
         assert end_rss <= start_rss * 1.10, f"resident memory grew from {start_rss} kB to {end_rss} kB"
-        assert " 500 " not in (tmp_path / "server.log").read_text()
+        assert " 500 " not in (tmp_path / "server.log").read_text(encoding="utf-8")
         code, _ = running.stop()
         assert code == 0

@@ -110,7 +110,7 @@ def test_chat_page_streams_the_api_answer_and_records_the_rating(tiny_package, t
                 browser.close()
 
         code, _ = server.stop()
-    assert code == 0, (code, server.output.read_text())
+    assert code == 0, (code, server.output.read_text(encoding="utf-8"))
 
     # Everything the page loaded came from the server itself.
     assert requests, "the page made no requests"
@@ -118,7 +118,7 @@ def test_chat_page_streams_the_api_answer_and_records_the_rating(tiny_package, t
     assert not outside, outside
 
     # Each page exchange, then the API's, with the rating of the page's first exchange between.
-    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 5, lines
     exchange, api_exchange, feedback, contacts, api_contacts_exchange = lines
     assert exchange["object"] == "chat.completion"

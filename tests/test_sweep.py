@@ -39,7 +39,9 @@ def problems(path) -> str:
 
 def sweep_line(path, key: str) -> int:
     """The line number (1-based) of ``key`` in the recipe file."""
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip().startswith(key))
+    return next(
+        i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip().startswith(key)
+    )
 
 
 def test_a_valid_sweep_reads_with_defaults(tmp_path):
@@ -101,7 +103,7 @@ def test_the_best_recipe_extends_the_swept_one_without_its_sweep(tmp_path):
         path, "minimal", {"adapters.a.r": 8, "adapters.a.training.learning_rate": 3e-5}, ["adapters.a.alpha=4"]
     )
     assert best.name == "minimal.best.yaml" and best.parent == tmp_path
-    document = yaml.safe_load(best.read_text())
+    document = yaml.safe_load(best.read_text(encoding="utf-8"))
     assert document["extends"] == "recipe.yaml" and document["sweep"] is None
     assert document["adapters"]["a"] == {"alpha": 4, "r": 8, "training": {"learning_rate": 3e-5}}
     recipe = load_recipe(best)
@@ -132,9 +134,11 @@ def test_a_random_sweep_runs_resumes_and_writes_a_best_recipe(tiny_model, tmp_pa
     out = capsys.readouterr().out
     assert "trial 0:" in out and "trial 1:" in out and "complete" in out
     sweep = tmp_path / "out" / "tiny" / "_work" / "sweep"
-    assert (sweep / "study.db").is_file() and "data:image/png;base64," in (sweep / "report.html").read_text()
+    assert (sweep / "study.db").is_file() and "data:image/png;base64," in (sweep / "report.html").read_text(
+        encoding="utf-8"
+    )
     best = tmp_path / "tiny.best.yaml"
-    assert "learning_rate" in best.read_text() and "sweep" not in load_recipe(best).data
+    assert "learning_rate" in best.read_text(encoding="utf-8") and "sweep" not in load_recipe(best).data
 
     assert main(["sweep", str(path), "--trials", "2", "--offline"]) == 0  # resumed: nothing left to run
     out = capsys.readouterr().out
@@ -153,7 +157,7 @@ def test_two_sweep_processes_share_one_study_and_the_best_is_packaged(tiny_model
     assert main(["sweep", str(path), "--jobs", "2", "--package-best", "--offline"]) == 0
     out = capsys.readouterr().out
     sweep = tmp_path / "out" / "tiny" / "_work" / "sweep"
-    logs = [(sweep / f"worker-{n}.log").read_text() for n in (0, 1)]
+    logs = [(sweep / f"worker-{n}.log").read_text(encoding="utf-8") for n in (0, 1)]
     assert all("trial " in log for log in logs), "both processes ran trials"
     assert (sweep / "worker-0" / "tiny").is_dir() and (sweep / "worker-1" / "tiny").is_dir()
     assert out.count("complete") >= 2 and (tmp_path / "tiny.best.yaml").is_file()

@@ -18,7 +18,7 @@ from olive_flows.recipe.catalog import builtin_recipes
 from olive_flows.validate.environment import environment_problems, missing_packages
 from olive_flows.validate.load import load_recipe
 
-REFERENCE = json.loads((Path(__file__).parent / "reference" / "olive_recipes.json").read_text())
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "olive_recipes.json").read_text(encoding="utf-8"))
 PROFILES = metadata.load("targets")["profiles"]
 
 

@@ -39,7 +39,7 @@ def olive_batch(folder, rows: int = 3) -> dict[str, torch.Tensor]:
 def olive_rows(folder, rows: int = 3, loss_on: str = "assistant") -> list[dict[str, torch.Tensor]]:
     """Quickstart rows of different lengths, tokenized as olive-flows' data component hands them to Olive."""
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    lines = (QUICKSTART_DATA / "contacts.jsonl").read_text().splitlines()[:rows]
+    lines = (QUICKSTART_DATA / "contacts.jsonl").read_text(encoding="utf-8").splitlines()[:rows]
     examples = [encode(tokenizer, json.loads(line), 96, loss_on) for line in lines]
     return [
         {

@@ -122,11 +122,13 @@ ROW = '{"messages": [{"role": "user", "content": "hi %d"}, {"role": "assistant",
 def demo(tmp_path, monkeypatch):
     """Factory: load RECIPE (formatted with its fields) in the test's folder, beside 40 rows."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "people.jsonl").write_text("".join(ROW % i for i in range(40)))
+    (tmp_path / "people.jsonl").write_text("".join(ROW % i for i in range(40)), encoding="utf-8")
 
     def load(text: str = RECIPE, **fields):
         path = tmp_path / "recipe.yaml"
-        path.write_text(textwrap.dedent(text.format(**{"eval_split": 0.1, "max_steps": 20, **fields})))
+        path.write_text(
+            textwrap.dedent(text.format(**{"eval_split": 0.1, "max_steps": 20, **fields})), encoding="utf-8"
+        )
         return load_recipe(path)
 
     return load
@@ -156,7 +158,7 @@ def test_early_stopping_without_held_out_rows_is_an_error_on_its_line(demo):
 
 
 def test_load_best_with_an_empty_eval_file_is_an_error_on_its_line(demo, tmp_path):
-    (tmp_path / "held.jsonl").write_text("")
+    (tmp_path / "held.jsonl").write_text("", encoding="utf-8")
     text = RECIPE.replace("eval_split: {eval_split}", "eval_path: held.jsonl").replace(
         "      early_stopping:\n        patience: 2\n", "      load_best: true\n"
     )
@@ -261,7 +263,10 @@ def test_the_report_shows_the_over_fitting_warning(tmp_path, monkeypatch):
         "smoke_check": "ok",
     }
     write_report(tmp_path, {}, manifest, {"dates": history, "contacts": log([1.0], {})}, {})
-    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    md, page = (
+        (tmp_path / "report.md").read_text(encoding="utf-8"),
+        (tmp_path / "report.html").read_text(encoding="utf-8"),
+    )
     assert "**Warning: dates**: held-out loss rose from 1.5000 to 1.8000" in md
     assert "contacts**" not in md
     assert '<p class="warning"><strong>Warning: dates</strong>: held-out loss rose' in page
@@ -288,7 +293,7 @@ def test_early_stopping_stops_the_tiny_llama_before_max_steps(tiny_model, tmp_pa
     console = io.StringIO()
     run_recipe(load_recipe(write_recipe(tmp_path, recipe)), offline=True, console=Console(console))
 
-    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "dates" / TRAINING_LOG).read_text())
+    history = json.loads((tmp_path / "out" / "tiny" / "_peft" / "dates" / TRAINING_LOG).read_text(encoding="utf-8"))
     evaluations = [entry["step"] for entry in history if "eval_loss" in entry]
     assert evaluations == [2, 4], "stopped at the second evaluation"
     assert max(entry["step"] for entry in history) == 4 < 40

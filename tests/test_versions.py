@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_recipe, write_recipe
 
 from olive_flows.console import Console
-from olive_flows.package.versions import keep_current, list_versions
+from olive_flows.package.versions import list_versions, promote
 from olive_flows.pipeline import run_recipe
 from olive_flows.validate.load import load_recipe
 
@@ -20,24 +20,27 @@ from olive_flows.validate.load import load_recipe
 def fake_package(folder, inputs: str, built: float) -> None:
     folder.mkdir(parents=True)
     manifest = {"recipe": {"sha256": "r" * 64}, "inputs_sha256": inputs * 8, "files": {"model.onnx": {"size": 10}}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "eval.json").write_text(json.dumps({"adapters": {"dates": {"metrics": {"exact_match": 0.5}}}}))
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / "eval.json").write_text(
+        json.dumps({"adapters": {"dates": {"metrics": {"exact_match": 0.5}}}}), encoding="utf-8"
+    )
     os.utime(folder / "manifest.json", (built, built))
 
 
 def test_kept_versions_are_moved_whole_and_the_oldest_go_first(tmp_path):
-    current, versions = tmp_path / "cpu", tmp_path / "_versions" / "cpu"
-    for number in range(4):
-        fake_package(current, f"{number}", 1_800_000_000 + number * 60)
-        kept = keep_current(current, versions, keep=2)
-        assert kept.name.endswith(f"-{number}{number}{number}{number}{number}{number}{number}{number}")
-        assert not current.exists() and (kept / "eval.json").is_file()
-    assert [v.folder.name[-8:] for v in list_versions(current, versions)] == ["33333333", "22222222"]
-    assert keep_current(current, versions, keep=2) is None, "nothing to keep"
-    fake_package(current, "9", 1_900_000_000)
-    assert keep_current(current, versions, keep=0) is None and current.is_dir(), "keep_versions: 0 keeps none"
+    current, versions, staging = tmp_path / "cpu", tmp_path / "_versions" / "cpu", tmp_path / ".cpu.staging-1"
+    for number in range(5):
+        fake_package(staging, f"{number}", 1_800_000_000 + number * 60)
+        promote(staging, current, versions, keep=2)
+        manifest = json.loads((current / "manifest.json").read_text(encoding="utf-8"))
+        assert not staging.exists() and manifest["inputs_sha256"] == f"{number}" * 8
     listed = list_versions(current, versions)
-    assert listed[0].label == "current" and listed[0].headline() == {"dates/exact_match": 0.5}
+    assert listed[0].label == "current" and [v.folder.name[-8:] for v in listed[1:]] == ["33333333", "22222222"]
+    assert all((v.folder / "eval.json").is_file() for v in listed), "kept whole"
+    fake_package(staging, "9", 1_900_000_000)
+    promote(staging, current, versions, keep=0)
+    assert len(list_versions(current, versions)) == 3, "keep_versions: 0 keeps none of what it replaces"
+    assert list_versions(current, versions)[0].headline() == {"dates/exact_match": 0.5}
 
 
 @pytest.mark.slow
@@ -46,12 +49,14 @@ def test_a_rerun_keeps_the_package_it_replaces(tiny_model, tmp_path):
     recipe["output"]["keep_versions"] = 1
     path = write_recipe(tmp_path, recipe)
     first = run_recipe(load_recipe(path), console=Console(io.StringIO())).packages["cpu"]
-    built_first = json.loads((first / "manifest.json").read_text())["inputs_sha256"]
+    built_first = json.loads((first / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"]
     for steps in (4, 5):
         run_recipe(load_recipe(path, [f"adapters.dates.training.max_steps={steps}"]), console=Console(io.StringIO()))
     kept = list((tmp_path / "out" / "tiny" / "_versions" / "cpu").iterdir())
     assert len(kept) == 1, "keep_versions: 1"
-    assert json.loads((kept[0] / "manifest.json").read_text())["inputs_sha256"] != built_first, "the oldest went"
+    assert json.loads((kept[0] / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"] != built_first, (
+        "the oldest went"
+    )
     assert (kept[0] / "eval.json").is_file() and (kept[0] / "adapters" / "dates.onnx_adapter").is_file()
 
     shown = subprocess.run(
@@ -88,7 +93,7 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     command = [sys.executable, "-m", "olive_flows", "run", str(path)]
     assert subprocess.run(command, capture_output=True, text=True, cwd=tmp_path).returncode == 0
     current = tmp_path / "out" / "tiny" / "cpu"
-    kept_inputs = json.loads((current / "manifest.json").read_text())["inputs_sha256"]
+    kept_inputs = json.loads((current / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"]
 
     # a broken adapter: scaled by 2.5e37 its update overflows float32, training learns nothing from it, and
     # its held-out perplexity stays the untrained one (44,209 against 35,428 trained, on this tiny model)
@@ -96,7 +101,9 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     rerun = subprocess.run([*command, *worse], capture_output=True, text=True, cwd=tmp_path)
     assert rerun.returncode == 8, rerun.stderr[-2000:]
     assert "not promoted (promote.when: better): dates/perplexity" in rerun.stderr
-    assert json.loads((current / "manifest.json").read_text())["inputs_sha256"] == kept_inputs, "current stays"
+    assert json.loads((current / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"] == kept_inputs, (
+        "current stays"
+    )
     candidates = list((tmp_path / "out" / "tiny" / "_versions" / "cpu").glob("*-candidate"))
     assert len(candidates) == 1 and (candidates[0] / "eval.json").is_file()
     shown = subprocess.run(
@@ -111,10 +118,10 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     )
     assert compared.returncode == 0, compared.stderr
     row = next(line for line in compared.stdout.splitlines() if line.startswith("dates/perplexity"))
-    best, worst = (json.loads((p / "eval.json").read_text()) for p in (current, candidates[0]))
+    best, worst = (json.loads((p / "eval.json").read_text(encoding="utf-8")) for p in (current, candidates[0]))
     assert row.split()[1:] == [str(s["adapters"]["dates"]["perplexity"]["onnx"]) for s in (best, worst)]
     assert "sample answers (A | B):" in compared.stdout and "different held-out rows" not in compared.stdout
-    assert "<h1>olive-flows compare</h1>" in (tmp_path / "c.html").read_text()
+    assert "<h1>olive-flows compare</h1>" in (tmp_path / "c.html").read_text(encoding="utf-8")
     again = subprocess.run(
         [sys.executable, "-m", "olive_flows", "compare", str(candidates[0]), str(current), "--rescore"],
         capture_output=True,

@@ -87,7 +87,7 @@ def installed(wheel, tmp_path_factory) -> dict[str, Path]:
     # Plain paths in a .pth are appended after the fresh site-packages and their own .pth files are not
     # run, so this environment's editable finder for olive_flows stays out.
     borrowed = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
-    (purelib / "zz_borrowed_dependencies.pth").write_text("".join(f"{path}\n" for path in borrowed))
+    (purelib / "zz_borrowed_dependencies.pth").write_text("".join(f"{path}\n" for path in borrowed), encoding="utf-8")
     return {"venv": venv, "python": python, "scripts": scripts}
 
 

@@ -121,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         _print(result)
     if args.json:
-        args.json.write_text(json.dumps({r.name: r.summary for r in results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({r.name: r.summary for r in results}, indent=2) + "\n", encoding="utf-8")
     failed = [r for r in results if r.fails_run]
     return UserError.exit_code if failed else 0

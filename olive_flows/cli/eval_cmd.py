@@ -49,7 +49,7 @@ def evaluate_folder(package: Path, overrides: list[str]) -> Path:
     from olive_flows.layout import Workspace
     from olive_flows.package.manifest import file_table
 
-    manifest = json.loads((package / MANIFEST).read_text())
+    manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     recipe = package_recipe(package, overrides)
     workspace = Workspace(package.resolve().parent)
     with workspace.locked():

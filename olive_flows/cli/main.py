@@ -35,7 +35,7 @@ DESCRIPTION = (
 EXIT_CODES = (
     "exit codes: 0 success; 2 a mistake in the recipe, its data or the command line; 3 an Olive pass failed; "
     "4 the package failed its checks; 5 verify found a damaged package; 6 another run holds the recipe's "
-    "output folder; 7 the base model cannot be downloaded; 8 a new package was not promoted (promote.when: better); "
+    "output folder, or (Windows) a program holds open the package a run would replace; 7 the base model cannot be downloaded; 8 a new package was not promoted (promote.when: better); "
     "9 a process of a run with several processes died or failed; 10 every package was built, and one or more "
     "could not be run on this machine (not verified here); 130 interrupted"
 )

@@ -65,7 +65,7 @@ def runtime_problems(package: Path, adapters: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     package = Path(args.package)
     try:
-        manifest = json.loads((package / MANIFEST).read_text())
+        manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{display_path(package)}: no {MANIFEST}; not an olive-flows package") from None
     except ValueError as exc:

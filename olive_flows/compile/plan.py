@@ -172,7 +172,7 @@ def plan_recipe(recipe: Recipe, console: Console, model_log: Path | None = None,
     files = {workspace.compiled / job.target / f"{job.adapter}.json": job.to_json() for job in jobs}
     files[workspace.compiled / PACKAGE_CONFIG_FILE] = json.dumps(package_config(), indent=2) + "\n"
     for path, text in files.items():
-        if not path.is_file() or path.read_text() != text:
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
             write_text_atomic(path, text)
     written = [data.folder for data in datasets.values()] + list(files)
     return Plan(recipe, workspace, ref, facts, datasets, imported, jobs, written)

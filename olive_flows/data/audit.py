@@ -21,7 +21,7 @@ def tokenization_stats(stats_path: str | Path | None) -> dict[str, Any]:
     """What the tokenization of a training run reported (empty when it has not run, or when nothing
     was trained: an adapter trained elsewhere)."""
     path = Path(stats_path) if stats_path else None
-    return json.loads(path.read_text()) if path and path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else {}
 
 
 def write_audit(folder: Path, data: PreparedDataset, stats: dict[str, Any]) -> dict[str, str]:

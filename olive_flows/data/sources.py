@@ -1,6 +1,7 @@
 """Read rows from where a dataset lives, each with the location a message about it should name.
 
-Local files: JSON Lines, JSON (a list of rows), CSV and Parquet. A JSON Lines file may be a request
+Local files: JSON Lines, JSON (a list of rows), CSV and Parquet; text files in UTF-8, with or without
+the byte order mark Windows editors write, with LF or CRLF line ends. A JSON Lines file may be a request
 log of ``olive-flows serve`` (or ``chat --log``): its ratings, lines of their own, are folded into
 the exchanges they rate, and a last line torn by a crash is skipped with a warning. Hugging Face datasets by id
 (through the datasets library, which needs the network unless the dataset is in its cache).
@@ -42,7 +43,7 @@ def _iter_jsonl(path: Path, shown: str) -> Iterator[tuple[Location, Any]]:
     last rating of an id wins)."""
     rows: list[tuple[Location, Any]] = []
     ratings: dict[Any, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         lines = list(enumerate(f, start=1))
     for number, line in lines:
         if not line.strip():
@@ -79,7 +80,7 @@ def iter_local(path: Path, table: str | None = None) -> Iterator[tuple[Location,
         yield from _iter_jsonl(path, shown)
     elif suffix == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
+            rows = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise UserError([Problem(Location(shown, exc.lineno, exc.colno), "", f"invalid JSON: {exc.msg}")]) from None
         if not isinstance(rows, list):
@@ -87,7 +88,7 @@ def iter_local(path: Path, table: str | None = None) -> Iterator[tuple[Location,
         for number, row in enumerate(rows, start=1):
             yield Location(f"{shown} row {number}"), row
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 yield Location(shown, reader.line_num, 1), row

@@ -96,7 +96,7 @@ def assess_package(
 
 def _history(peft_folder: Path | None) -> list[dict[str, Any]]:
     path = peft_folder / TRAINING_LOG if peft_folder else None
-    return json.loads(path.read_text()) if path and path.is_file() else []
+    return json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else []
 
 
 def show(evaluation: dict[str, Any], console: Console) -> None:

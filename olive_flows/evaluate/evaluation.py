@@ -68,7 +68,7 @@ class EvalSubject:
                 raise UserError(
                     f"{display_path(audit)} is missing: the held-out rows of adapter '{adapter}' are needed"
                 )
-            split = scored_split(json.loads((audit / "stats.json").read_text())["rows"])
+            split = scored_split(json.loads((audit / "stats.json").read_text(encoding="utf-8"))["rows"])
             rows[adapter] = read_jsonl(audit / f"{split}.jsonl", recipe.spec.evaluation.max_rows)
         return cls(
             rows=rows,

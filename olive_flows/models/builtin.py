@@ -58,7 +58,7 @@ def materialize(name: str) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         marker = {"builtin": name, "package": entry["package"], "package_version": entry["package_version"]}
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if folder.exists() and not (folder / COMPLETE_MARKER).is_file():
             shutil.rmtree(folder)  # left over from an interrupted run
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from olive_flows.compile.workflow import Job
 from olive_flows.data.prepare import PreparedDataset
-from olive_flows.files import replace_dir, staging_dir, write_json, write_text_atomic
+from olive_flows.files import FolderInUse, replace_dir, staging_dir, write_json, write_text_atomic
 from olive_flows.layout import ADAPTER_DIR, ADAPTER_SUFFIX, MANIFEST, RESOLVED_RECIPE, Workspace
 from olive_flows.models.resolve import ModelRef
 from olive_flows.package import adapter_weights, graph
@@ -30,7 +30,7 @@ from olive_flows.package.manifest import (
     versions,
 )
 from olive_flows.package.promotion import NotPromoted, losses
-from olive_flows.package.versions import keep_current, read_scores, version_name
+from olive_flows.package.versions import promote, read_scores, version_name
 from olive_flows.paths import display_path
 from olive_flows.recipe.model import Recipe
 
@@ -105,8 +105,16 @@ def build_package(
                 f"package {target}: not promoted (promote.when: better): {'; '.join(lost)}. "
                 f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
             )
-        keep_current(final, versions_folder, recipe.data["output"]["keep_versions"])
-        replace_dir(staging, final)
+        try:
+            promote(staging, final, versions_folder, recipe.data["output"]["keep_versions"])
+        except FolderInUse as error:
+            candidate = versions_folder / f"{version_name(staging)}-candidate"
+            versions_folder.mkdir(parents=True, exist_ok=True)
+            replace_dir(staging, candidate)
+            raise FolderInUse(
+                f"package {target}: not replaced, {error}: stop the chat or server that runs it and run again. "
+                f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
+            ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final, scores

@@ -59,7 +59,7 @@ def inputs_fingerprint(recipe_sha256: str, target: Any, job_outputs: dict[str, P
 def up_to_date(package: Path, fingerprint: str) -> bool:
     """Whether ``package`` was built from inputs with ``fingerprint`` and its files are intact."""
     try:
-        manifest = json.loads((package / MANIFEST).read_text())
+        manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return manifest.get("inputs_sha256") == fingerprint and manifest.get("files") == file_table(package)

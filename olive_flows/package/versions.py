@@ -8,13 +8,13 @@ its place, named by when it was built and the fingerprint of its inputs, so the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olive_flows.files import move_dir, replace_dir
 from olive_flows.layout import EVAL, MANIFEST, is_package
 
 
@@ -65,19 +65,27 @@ def version_name(package: Path) -> str:
     return f"{built}-{manifest.get('inputs_sha256', '')[:8]}"
 
 
-def keep_current(package: Path, versions: Path, keep: int) -> Path | None:
-    """Move the package at ``package`` (if any) into ``versions`` and leave the ``keep`` newest there;
-    the moved folder, or None when there was nothing to keep."""
-    if keep == 0 or not is_package(package):
-        return None
+def promote(staging: Path, final: Path, versions: Path, keep: int) -> None:
+    """Make the package assembled in ``staging`` the one at ``final``. The current package moves into
+    ``versions`` first, where the ``keep`` newest stay (0: it is removed). If it cannot move
+    (FolderInUse: on Windows a chat or server holds its files open) nothing has changed; if the new
+    one cannot move in, the current one goes back. On Linux and macOS a program that has the current
+    package open keeps running it from the moved folder until it loads the package again."""
+    if keep == 0 or not is_package(final):
+        replace_dir(staging, final)
+        return
     versions.mkdir(parents=True, exist_ok=True)
-    kept = versions / version_name(package)
+    kept = versions / version_name(final)
     if kept.exists():  # rebuilt from the same inputs within the second: the newer one wins
         shutil.rmtree(kept)
-    os.replace(package, kept)
+    move_dir(final, kept)
+    try:
+        move_dir(staging, final)
+    except BaseException:
+        move_dir(kept, final)
+        raise
     for old in sorted(p for p in versions.iterdir() if is_package(p))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    return kept
 
 
 def list_versions(package: Path, versions: Path) -> list[Version]:

@@ -69,7 +69,7 @@ def olive_flows_tokenize(
             "dropped_by_length_filter": out_of_range,
         }
         Path(stats_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n")
+        Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     if not columns["input_ids"]:
         raise ValueError(f"no training example left after tokenization (max_seq_len {max_seq_len}); see {stats_path}")
     return Dataset.from_dict(columns)

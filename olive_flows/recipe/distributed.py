@@ -63,7 +63,7 @@ def strategy(recipe: Recipe, adapter: str) -> Strategy:
 def read_config(path: Path) -> Strategy:
     """A DeepSpeed config (.json) or an accelerate config (.yaml, .yml) as a Strategy."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Windows editors may start it with a BOM
     except OSError as exc:
         raise DistributedConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     if path.suffix == ".json":

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from olive_flows.paths import portable_path
 from olive_flows.problems import Location, Problem, field_path
 from olive_flows.recipe.source import SourceMap
 from olive_flows.recipe.views import Spec
@@ -57,7 +58,7 @@ class Recipe:
         value = self.data
         for part in path:
             value = value[part]
-        return (self.base_dir(path) / Path(value).expanduser()).resolve()
+        return (self.base_dir(path) / portable_path(value)).resolve()
 
     def data_file(self, dataset: str, key: str = "path") -> Path:
         """A dataset's ``path`` or ``eval_path`` file, relative to the recipe that named it."""

@@ -57,7 +57,7 @@ def _read(path: Path, files: dict[str, Path]) -> tuple[Any, SourceMap]:
     source = display_path(path)
     files[source] = path.resolve()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Windows editors may start it with a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError([Problem(Location(source), "", f"cannot read recipe: {exc}")]) from None
     return parse_yaml(text, source)

@@ -35,7 +35,7 @@ def run_job(job: Job, recipe: Recipe, run_dir: Path, console: Console, timings: 
         method = metadata.method(adapter.method)["olive_pass"]
         console.say(f"{job.name}: {method} r={train['r']} on {','.join(train['target_modules'])}, then {export}")
     (run_dir / "olive").mkdir(exist_ok=True)
-    (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json())
+    (run_dir / "olive" / f"{job.target}-{job.adapter}.json").write_text(job.to_json(), encoding="utf-8")
     resume = resume_point(Path(train["training_args"]["output_dir"])) if train else None
     if resume:
         console.detail(
@@ -98,7 +98,7 @@ def resume_point(folder: Path) -> tuple[str, int, int] | None:
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
     if not states:
         return None
-    state = json.loads(states[-1].read_text())
+    state = json.loads(states[-1].read_text(encoding="utf-8"))
     return states[-1].parent.name, state["global_step"], state["max_steps"]
 
 

@@ -21,7 +21,7 @@ def trained_adapter(job_output: Path) -> Path | None:
     footprint = job_output / "footprint.json"
     if not footprint.is_file():
         return None
-    for node in json.loads(footprint.read_text()).values():
+    for node in json.loads(footprint.read_text(encoding="utf-8")).values():
         path = ((node.get("model_config_data") or {}).get("config") or {}).get("adapter_path")
         if path and Path(path).is_dir():
             return Path(path)

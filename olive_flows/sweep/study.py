@@ -97,7 +97,7 @@ def objective_value(sweep: Sweep, recipe: Recipe, scores: dict[str, Any]) -> flo
         losses = []
         for adapter in sweep.adapters(recipe):
             log = Workspace.of(recipe).peft(adapter) / TRAINING_LOG
-            history = json.loads(log.read_text()) if log.is_file() else []
+            history = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else []
             values = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
             if not values:
                 raise TrialFailed(f"adapter {adapter} recorded no held-out loss (does its dataset hold rows out?)")
@@ -233,14 +233,14 @@ def run_workers(
         log = folder / f"worker-{number}.log"
         own = f"output.dir={folder / f'worker-{number}'}"  # overrides go before the options
         command = [sys.executable, "-m", "olive_flows", "sweep", str(ref), *overrides, own, *options]
-        with open(log, "w") as out:
+        with open(log, "w", encoding="utf-8") as out:
             process = subprocess.Popen(command, stdout=out, stderr=out)
         workers.append((process, log))
     console.say(f"{jobs} sweep processes; their output: {', '.join(str(log) for _, log in workers)}")
     failed = [(log, process.wait()) for process, log in workers]
     failed = [(log, code) for log, code in failed if code != 0]
     if failed:
-        tail = failed[0][0].read_text(errors="replace").splitlines()[-15:]
+        tail = failed[0][0].read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise UserError(
             [
                 Problem(
