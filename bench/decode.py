@@ -155,6 +155,13 @@ def weight_bytes_per_token(model_file: Path) -> int:
     return total
 
 
+def node_count(model_file: Path) -> int:
+    """Nodes in a graph: each is at least one kernel launch per decoded token."""
+    import onnx
+
+    return len(onnx.load(model_file, load_external_data=False).graph.node)
+
+
 def gguf_bytes_per_token(gguf: Path) -> int:
     """Bytes of weights llama.cpp reads per token from a GGUF file: every tensor but the embedding
     table, of which it reads one row, unless the table is also the output layer (tied, no

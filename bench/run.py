@@ -27,6 +27,7 @@ import serving
 import train_padding
 import training
 
+from olive_flows.evaluate.evaluation import package_bytes
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.layout import Workspace
 from olive_flows.package.manifest import versions
@@ -56,36 +57,44 @@ LABELS = {
     "decode_vs_llamacpp": "int4 package decode, base, as shipped, vs llama.cpp on the Q4_1 GGUF of the same SmolLM2, "
     "all the CPUs",
     "decode_vs_llamacpp_all_cpus": "the same with the package set to all the CPUs",
+    "bandwidth_fraction": "base package decode against the memory-bandwidth bound (weight bytes a token reads over "
+    "the measured copy bandwidth)",
+    "base_size_vs_gguf": "the quickstart's base model file vs the Q4_1 GGUF it is made from",
     "adapter_r16_slowdown": "decode slowdown with an r=16 adapter active, the shipped quickstart package's larger of two",
     "adapter_r16_slowdown_4_adapter_package": "the same in a four-adapter bench package (r = 8, 16, 16, 64)",
     "adapter_switch_ms": "switching adapters (new generator + set_active_adapter)",
     "package_4_adapters_vs_base": "package with 4 adapters (r = 8, 16, 16, 64, int8 weights) vs its base model file",
-    "package_4_adapters_vs_weights_read": "the same vs the weights a token reads (the base model without its "
-    "embedding table)",
+    "package_4_adapters_vs_weights_read": "the same vs the weights a token reads (the base model less any float "
+    "embedding table, of which a token reads one row)",
     "train_vs_peft": "training tokens/s vs a peft + Trainer script learning the same answer tokens",
     "train_vs_peft_every_token": "the same vs the simplest peft + Trainer script, learning every token",
     "unchanged_rerun_s": "unchanged re-run of the quickstart",
     "serve_single_vs_direct": "`olive-flows serve`: one streamed request vs the same package decoded in-process",
     "serve_8_clients_vs_single": "`serve --workers 2 --parallel 1`: 8 concurrent clients vs 1 (aggregate tokens/s)",
     "serve_vs_llamacpp_server": "the same, 4 clients on the base vs llama-cpp-python's server on the GGUF",
+    "eval_share": "evaluation's share of the fresh-clone quickstart's `make finetune` (bench/quickstart.py)",
 }
 # Each ratio and its target; None: measured beside a target's ratio, with no target of its own.
+# The targets of the second round (decode, adapters, training, size, evaluation) replace the first's.
 TARGETS: dict[str, tuple[str, float] | None] = {
     "decode_vs_pytorch": (">=", 5.0),
     "decode_vs_pytorch_unmerged": None,
-    "decode_vs_llamacpp": (">=", 1.0),
+    "decode_vs_llamacpp": (">=", 1.25),
     "decode_vs_llamacpp_all_cpus": None,
-    "adapter_r16_slowdown": ("<=", 0.15),
+    "bandwidth_fraction": (">=", 0.55),
+    "base_size_vs_gguf": ("<=", 1.15),
+    "adapter_r16_slowdown": ("<=", 0.10),
     "adapter_r16_slowdown_4_adapter_package": None,
     "adapter_switch_ms": ("<=", 50.0),
     "package_4_adapters_vs_base": ("<=", 1.1),
     "package_4_adapters_vs_weights_read": None,
-    "train_vs_peft": (">=", 1.0),
+    "train_vs_peft": (">=", 1.4),
     "train_vs_peft_every_token": None,
     "unchanged_rerun_s": ("<=", 15.0),
     "serve_single_vs_direct": (">=", 0.9),
     "serve_8_clients_vs_single": (">=", 1.5),
     "serve_vs_llamacpp_server": (">=", 1.0),
+    "eval_share": ("<=", 0.2),
 }
 
 
@@ -178,7 +187,16 @@ def main() -> int:
         "llamacpp_weight_mb_per_token": round(decode.gguf_bytes_per_token(gguf) / 1e6, 1),
         "bound_tokens_per_s": round(bound, 1),
         "fraction_reached": round(results["decode"]["package_int4"]["base"]["tokens_per_s"] / bound, 3),
+        "graph_nodes": decode.node_count(package / "model.onnx"),
     }
+    results["sizes"] = {
+        "base_model_mb": round(package_bytes(package)[0] / 1e6, 1),
+        "gguf_mb": round(gguf.stat().st_size / 1e6, 1),
+    }
+    quickstart = BENCH / "quickstart.json"
+    if quickstart.is_file():  # bench/quickstart.py's last run: a fresh clone, timed by a script of its own
+        q = json.loads(quickstart.read_text(encoding="utf-8"))
+        results["quickstart"] = {"commit": q["commit"], "eval_share": q["eval_share"]}
 
     results["serve"] = serving.serve_figures(
         package, runtime.adapter_names, gguf, PROMPT, args.tokens, args.repeats, say
@@ -244,7 +262,7 @@ WHY_MISSED = {
         "The 5x target was set against PyTorch with the PEFT adapter unmerged (`decode_vs_pytorch_unmerged`)."
     ),
     "decode_vs_llamacpp": lambda r: (
-        f"{1 - r['ratios']['decode_vs_llamacpp']:.0%} slower. Both decode the same Q4_1 weights and both are "
+        "both decode the same Q4_1 weights and both are "
         f"bound by memory traffic: the package reads {r['bandwidth']['weight_mb_per_token']} MB of weights per "
         f"token, llama.cpp {r['bandwidth']['llamacpp_weight_mb_per_token']} MB. MatMulNBits takes its block "
         "scales in the activations' type, so on this fp32 graph each block of 32 weights carries an fp32 step "
@@ -254,6 +272,25 @@ WHY_MISSED = {
         "576x1536 weight). targets.<name>.int4.algorithm: k_quant_mixed (the schema default) decodes faster "
         "but rounds these weights a second time (bench/parity_bounds.json, k_quant_mixed: the base's loss per "
         "token and KL divergence against PyTorch)."
+    ),
+    "bandwidth_fraction": lambda r: (
+        f"a token reads {r['bandwidth']['weight_mb_per_token']} MB through {r['bandwidth']['graph_nodes']} nodes: "
+        "on a 135M model the many small nodes per layer (norms, rotary embedding, attention, the LoRA MatMul and "
+        "Add, the Q4_1 offsets MatMul and Add) cost as much as the weight traffic (onnxruntime's profile of this "
+        "package in round 1: MatMulNBits under half of the kernel time)."
+    ),
+    "base_size_vs_gguf": lambda r: (
+        f"{r['sizes']['base_model_mb']} MB against {r['sizes']['gguf_mb']} MB. The embedding has no table of its "
+        "own (it reads the 8-bit LM head's blocks, as the GGUF's tied Q8_0 table serves both); what is left is "
+        "the block scales: MatMulNBits takes them in the activations' type, so on this fp32 graph each block of "
+        "32 4-bit weights carries an fp32 step and an fp32 minimum, and the LM head an fp32 scale and a zero "
+        "point, where the GGUF's blocks carry fp16 ones."
+    ),
+    "eval_share": lambda r: (
+        f"measured on {r['quickstart']['commit'][:7]}. Scoring the held-out rows on PyTorch (fp32 with the PEFT "
+        "adapter: the parity reference) and on the package (a prefill per row) is compute-bound on these cores; "
+        "answers are decoded in batches of prompts of equal length only (onnxruntime-genai does not give a "
+        "left-padded row its own logits), a few rows each on the quickstart."
     ),
     "adapter_r16_slowdown": lambda r: (
         "the LoRA weights are dequantized and multiplied in fp32 at every token beside the int4 base; a larger "
@@ -268,9 +305,10 @@ WHY_MISSED = {
         f"base; with float weights the package is {_storage(r, 'float')['package_4_adapters_vs_base']}x."
     ),
     "train_vs_peft": lambda r: (
-        f"{1 - r['ratios']['train_vs_peft']:.0%} slower over {r['training']['steps']} steps. Both run the same "
-        "transformers Trainer on the same rows; olive-flows goes through Olive's LoRA pass (its own trainer "
-        "set-up), and the logits it skips did not make up for it on this run."
+        f"over {r['training']['steps']} steps both run the same transformers Trainer on the same rows; "
+        "olive-flows skips the LM head where no label is, and its padding-free packing (training.packing, "
+        f"{r['padding']['ratio_packed_vs_padded']}x the padded batches here) does not pay on CPU, where the "
+        "masked attention over the packed sequence costs more than the padding it saves."
     ),
     "unchanged_rerun_s": lambda r: "process start-up, Olive's cache look-ups and the package fingerprint add up.",
     "serve_single_vs_direct": lambda r: "HTTP, JSON and server-sent events per token; see the serving table.",
@@ -349,6 +387,8 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "decode_vs_pytorch_unmerged": round(adapter / pytorch[decode.PYTORCH_SETUPS[0]]["tokens_per_s"], 2),
         "decode_vs_llamacpp": round(ours / llama, 2) if llama else None,
         "decode_vs_llamacpp_all_cpus": round(d["package_int4_all_cpus"]["tokens_per_s"] / llama, 2) if llama else None,
+        "bandwidth_fraction": r["bandwidth"]["fraction_reached"],
+        "base_size_vs_gguf": round(r["sizes"]["base_model_mb"] / r["sizes"]["gguf_mb"], 3),
         "adapter_r16_slowdown": shipped_r16_slowdown(r),
         "adapter_r16_slowdown_4_adapter_package": _storage(r)["slowdown"]["r16"],
         "adapter_switch_ms": r["adapters"]["switch_ms"],
@@ -358,6 +398,7 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "train_vs_peft_every_token": round(trained["olive_flows"] / trained[training.PLAIN[1]], 2),
         "unchanged_rerun_s": r["engine"]["unchanged_rerun_s"],
         **serve_ratios(r),
+        "eval_share": r.get("quickstart", {}).get("eval_share"),
     }
 
 
@@ -610,9 +651,9 @@ def report(r: dict[str, Any]) -> str:
             f"({s['base_model_mb']} MB)"
             for storage, s in a["adapter_weights"].items()
         )
-        + f"; 4 merged models: {a['four_merged_models_mb']} MB. The base model's file includes its fp32 embedding "
-        "table, of which a token reads one row: against the "
-        f"{_storage(r)['weights_read_per_token_mb']} MB of weights a token reads, the four adapters add "
+        + f"; 4 merged models: {a['four_merged_models_mb']} MB. Against the "
+        f"{_storage(r)['weights_read_per_token_mb']} MB of weights a token reads (the base model less any float "
+        "embedding table, of which a token reads one row), the four adapters add "
         + ", ".join(
             f"{s['package_4_adapters_vs_weights_read']}x ({storage} weights)"
             for storage, s in a["adapter_weights"].items()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, chat, minimal_recipe
+from conftest import REPO, chat, minimal_recipe, tiny_recipe, write_recipe
 from test_data import MALFORMED
 from test_invalid_recipes import CASES, CORPUS
 
@@ -179,3 +179,24 @@ def test_backslash_paths_in_a_recipe_name_the_same_files(tmp_path):
     from olive_flows.layout import Workspace
 
     assert Workspace.of(loaded).root.parent == Path.cwd() / "out" / "runs"
+
+
+@pytest.mark.slow
+def test_a_run_whose_package_is_in_use_on_windows_keeps_both(tiny_model, tmp_path, monkeypatch, capsys):
+    """The run builds and checks the new package, cannot move the current one (Windows: a chat or
+    server holds it), and exits with code 6: the current package is untouched, the new one kept as a
+    candidate, and the message says which folder and what to do."""
+    path = write_recipe(tmp_path, tiny_recipe(tiny_model("llama"), tmp_path / "out"))
+    assert main(["run", str(path)]) == 0
+    current = tmp_path / "out" / "tiny" / "cpu"
+    before = (current / "manifest.json").read_text(encoding="utf-8")
+    capsys.readouterr()
+    refuse_to_move(monkeypatch, current)
+    assert main(["run", str(path), "adapters.dates.training.max_steps=4"]) == 6
+    err = capsys.readouterr().err
+    assert "package cpu: not replaced" in err and "cpu is in use by another program" in err, err
+    assert "stop the chat or server that runs it and run again" in err
+    assert (current / "manifest.json").read_text(encoding="utf-8") == before
+    [candidate] = (tmp_path / "out" / "tiny" / "_versions" / "cpu").glob("*-candidate")
+    assert is_package(candidate) and (candidate / "eval.json").is_file()
+    assert not list(current.parent.glob(".cpu.*")), "no staging or half-moved folder is left"

@@ -115,3 +115,48 @@ def test_matmuls_sharing_an_input_become_one_kernel_with_the_same_outputs():
     np.testing.assert_allclose(run(exact, x), expected, rtol=1e-4, atol=1e-5)
     fast = run(quantize_q4_1(model, BLOCK, 4, set(), set()), x)
     assert np.abs(fast - expected).mean() < 0.01 * np.abs(expected).mean(), "int8 activations: about 0.5%"
+
+
+def tied_model(tied: bool) -> onnx.ModelProto:
+    """Embedding -> MatMul -> LM head, the head's weight the table transposed when ``tied``."""
+    table = rng.normal(0, 0.05, size=(N, K)).astype(np.float32)
+    head = table.T.copy() if tied else rng.normal(0, 0.05, size=(K, N)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"], name="/model/embed_tokens/Gather"),
+        helper.make_node("MatMul", ["embedded", "body"], ["h"], name="/body/MatMul"),
+        helper.make_node("MatMul", ["h", "head"], ["logits"], name="/lm_head/MatMul"),
+    ]
+    weights = {"table": table, "body": np.eye(K, dtype=np.float32), "head": head}
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "s"])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "s", N]),
+            helper.make_tensor_value_info("embedded", TensorProto.FLOAT, [1, "s", K]),
+        ],
+        [numpy_helper.from_array(array, name) for name, array in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def test_a_tied_embedding_reads_the_8_bit_lm_head():
+    """A tied embedding loses its float table and gathers the LM head's 8-bit rows (the same codes,
+    scales and zero points); an untied one keeps its table."""
+    ids = np.array([[0, 7, N - 1, 7]], dtype=np.int64)
+    for tied in (True, False):
+        model = tied_model(tied)
+        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        quantized = quantize_q4_1(model, BLOCK, 4, {"/body/MatMul"}, {"/lm_head/MatMul"})
+        ops = {n.op_type: n for n in quantized.graph.node}
+        names = {i.name for i in quantized.graph.initializer}
+        session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits, embedded = session.run(["logits", "embedded"], {"ids": ids})
+        if tied:
+            assert "Gather" not in ops and "table" not in names, "no float table is left"
+            assert ops["GatherBlockQuantized"].input[0] == ops["MatMulNBits"].input[1], "the head's own codes"
+            np.testing.assert_allclose(embedded[0], weights["table"][ids[0]], atol=0.002)
+        else:
+            assert "GatherBlockQuantized" not in ops and "table" in names, "an untied embedding keeps its table"
+            np.testing.assert_array_equal(embedded[0], weights["table"][ids[0]])
+        np.testing.assert_allclose(logits[0], weights["table"][ids[0]] @ weights["head"], atol=0.01)

@@ -20,15 +20,7 @@ from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
 from olive_flows.evaluate.metrics import score
-from olive_flows.evaluate.perplexity import (
-    NLL,
-    Agreement,
-    PyTorchScorer,
-    agreement,
-    examples,
-    onnx_logits,
-    token_nll,
-)
+from olive_flows.evaluate.perplexity import NLL, Agreement, PyTorchScorer, agreement, examples, onnx_logits, token_nll
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import read_jsonl
@@ -80,6 +72,11 @@ class EvalSubject:
         )
 
 
+# The answers the task metrics scored, by adapter (None: the base) and prompt tokens: the report's
+# samples show the same answers where their prompts are held-out rows.
+Answered = dict[tuple[str | None, tuple[int, ...]], str]
+
+
 def _task_scores(
     runtime: PackageRuntime,
     rows: list[dict],
@@ -87,6 +84,7 @@ def _task_scores(
     adapter: str | None,
     settings: Evaluation,
     progress: Progress,
+    answered: Answered,
 ) -> dict[str, float]:
     prompts = [split_chat(row) for row in rows]
     tokens = [runtime.prompt_tokens(prompt) for prompt, _ in prompts]
@@ -94,6 +92,7 @@ def _task_scores(
     for batch in runtime.answer_batches(tokens, adapter, settings.max_new_tokens, settings.batch_size):
         answers.update(batch)
         progress.update(len(batch))
+    answered.update({(adapter, tuple(tokens[i])): answer for i, answer in answers.items()})
     # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
     predictions = [answers[i] for i in range(len(prompts))]
     references = [reference for _, reference in prompts]
@@ -175,6 +174,7 @@ def evaluate_package(
     base_metrics: dict[str, dict[str, float]] = {}
     base_total = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
     compared: dict[str, Scores] = {}
+    answered: Answered = {}
     for adapter in adapters:
         training = spec.adapters[adapter].training
         dataset = subject.dataset_of[adapter]
@@ -183,8 +183,8 @@ def evaluate_package(
         entry: dict[str, Any] = {"dataset": dataset, "rows": len(rows), "metrics": {}}
         if metrics:
             if dataset not in base_metrics:
-                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings, progress)
-            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings, progress)
+                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings, progress, answered)
+            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings, progress, answered)
             result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
         encoded = examples(tokenizer, rows, training.max_seq_len, training.loss_on)
         tuned = _score(runtime, scorer, encoded, adapter, progress)
@@ -204,7 +204,7 @@ def evaluate_package(
         target = result["base"] if adapter is None else result["adapters"][adapter]
         target["decode_tokens_per_s"] = speed["tokens_per_s"]
         target["time_to_first_token_s"] = speed["time_to_first_token_s"]
-    result["samples"] = _samples(runtime, samples, adapters, settings, progress)
+    result["samples"] = _samples(runtime, samples, adapters, settings, progress, answered)
     result["sizes_mb"] = _sizes(folder)
     progress.close()
     return result
@@ -226,7 +226,8 @@ def _parity(compared: dict[str, Scores], precision: str, settings: Parity) -> di
     """How closely the package follows the PyTorch model (PEFT adapters unmerged, fp32) on the held-out
     rows, for the base and each adapter: the mean KL divergence per scored token and top-1 agreement
     where PyTorch is confident, against the recipe's bounds; an fp32 package's logits at the scored
-    tokens must also match within ``fp32_logit_tolerance``. The perplexity difference is reported beside them, in nats."""
+    tokens must also match within ``fp32_logit_tolerance``. The perplexity difference is reported
+    beside them, in nats."""
     if any(scores.agreement is None for scores in compared.values()):
         return {"checked": False, "reason": "no PyTorch side (evaluation.pytorch is off, or PEFT adapters are missing)"}
     by: dict[str, dict[str, Any]] = {}
@@ -305,12 +306,17 @@ def _samples(
     adapters: list[str],
     settings: Evaluation,
     progress: Progress,
+    answered: Answered,
 ) -> list[dict[str, str]]:
     samples = []
     for messages in prompts:
         sample = {"prompt": messages[-1]["content"]}
+        tokens = tuple(runtime.prompt_tokens(messages))
         for adapter in [None, *adapters]:
-            sample[adapter or "base"] = runtime.generate(messages, adapter, settings.max_new_tokens).strip()
+            answer = answered.get((adapter, tokens))
+            if answer is None:
+                answer = runtime.generate(messages, adapter, settings.max_new_tokens)
+            sample[adapter or "base"] = answer.strip()
             progress.update()
         samples.append(sample)
     return samples

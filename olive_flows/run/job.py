@@ -94,11 +94,14 @@ class PassReporter:
 
 def resume_point(folder: Path) -> tuple[str, int, int] | None:
     """The checkpoint a training will resume from in ``folder``, its step and the training's total
-    steps (from the trainer's own state), or None when it starts from scratch."""
+    steps (from the trainer's own state), or None when it starts from scratch or its last checkpoint
+    is the finished training (Olive's cache then has its result)."""
     states = sorted(folder.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
     if not states:
         return None
     state = json.loads(states[-1].read_text(encoding="utf-8"))
+    if state["global_step"] >= state["max_steps"]:
+        return None
     return states[-1].parent.name, state["global_step"], state["max_steps"]
 
 
