@@ -98,26 +98,27 @@ def build_package(
         versions_folder = workspace.versions(target)
         lost = losses(recipe.data["promote"], scores, read_scores(final))
         if lost:
-            candidate = versions_folder / f"{version_name(staging)}-candidate"
-            versions_folder.mkdir(parents=True, exist_ok=True)
-            replace_dir(staging, candidate)
-            raise NotPromoted(
-                f"package {target}: not promoted (promote.when: better): {'; '.join(lost)}. "
-                f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
-            )
+            kept = keep_candidate(staging, versions_folder)
+            raise NotPromoted(f"package {target}: not promoted (promote.when: better): {'; '.join(lost)}. {kept}")
         try:
             promote(staging, final, versions_folder, recipe.data["output"]["keep_versions"])
         except FolderInUse as error:
-            candidate = versions_folder / f"{version_name(staging)}-candidate"
-            versions_folder.mkdir(parents=True, exist_ok=True)
-            replace_dir(staging, candidate)
+            kept = keep_candidate(staging, versions_folder)
             raise FolderInUse(
-                f"package {target}: not replaced, {error}: stop the chat or server that runs it and run again. "
-                f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
+                f"package {target}: not replaced, {error}: stop the chat or server that runs it and run again. {kept}"
             ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final, scores
+
+
+def keep_candidate(staging: Path, versions: Path) -> str:
+    """Keep the package assembled in ``staging`` beside the kept versions, as a candidate that did not
+    become current; the sentence that says so."""
+    candidate = versions / f"{version_name(staging)}-candidate"
+    versions.mkdir(parents=True, exist_ok=True)
+    replace_dir(staging, candidate)
+    return f"The current package stays; the new one is kept as a candidate in {display_path(candidate)}"
 
 
 def write_session_options(package: Path, options: dict[str, Any]) -> None:
