@@ -19,9 +19,9 @@ through onnxruntime's MatMulNBitsQuantizer, which keeps the graph's output names
 through GatherBlockQuantized instead of keeping its own float table: the quickstart's base model
 went from 230 MB to 117 MB, with the same answers and decode speed and base perplexity 2.7365
 against 2.7378 (the float table is the GGUF's Q8_0 embedding, which the 8-bit head re-rounds).
-Olive cannot load
-a pass from a workflow config, so olive-flows hands Olive a package config that names this module
-(``package_config()`` in plugins/__init__.py, written next to the compiled configs for ``olive run``).
+Olive cannot load a pass from a workflow config, so olive-flows hands Olive a package config that
+names this module (``package_config()`` in plugins/__init__.py, written next to the compiled configs
+for ``olive run``).
 """
 
 from __future__ import annotations
