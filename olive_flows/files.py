@@ -83,10 +83,11 @@ def move_dir(source: Path, destination: Path) -> None:
             time.sleep(0.05 * 2**attempt)
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Put the complete folder ``staging`` at ``final``; a previous ``final`` is removed only after,
-    and stays as it was if it cannot be moved away (FolderInUse)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+def replace_dir(staging: Path, final: Path, previous: Path | None = None) -> None:
+    """Put the complete folder ``staging`` at ``final``. A previous ``final`` moves to ``previous``
+    (which must not exist), or with None is removed once the new one is in place; it stays as it was
+    if it cannot be moved away (FolderInUse), and goes back if the new one cannot move in."""
+    old = previous or final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
         move_dir(final, old)
     try:
@@ -95,7 +96,8 @@ def replace_dir(staging: Path, final: Path) -> None:
         if old.exists():
             move_dir(old, final)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if previous is None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def staging_dir(final: Path) -> Path:

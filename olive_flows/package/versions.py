@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olive_flows.files import move_dir, replace_dir
+from olive_flows.files import replace_dir
 from olive_flows.layout import EVAL, MANIFEST, is_package
 
 
@@ -78,12 +78,7 @@ def promote(staging: Path, final: Path, versions: Path, keep: int) -> None:
     kept = versions / version_name(final)
     if kept.exists():  # rebuilt from the same inputs within the second: the newer one wins
         shutil.rmtree(kept)
-    move_dir(final, kept)
-    try:
-        move_dir(staging, final)
-    except BaseException:
-        move_dir(kept, final)
-        raise
+    replace_dir(staging, final, kept)
     for old in sorted(p for p in versions.iterdir() if is_package(p))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
