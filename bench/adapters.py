@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from decode import package_engines, round_robin, weight_bytes_per_token
+from decode import package_engines, round_robin, runtime_graph, weight_bytes_per_token
 
 from olive_flows.console import Console
 from olive_flows.evaluate.evaluation import package_bytes
@@ -70,7 +71,8 @@ def adapter_costs(
         base = decode["base"]["tokens_per_s"]
         base_bytes, adapter_bytes = package_bytes(package)
         with_adapters = base_bytes + sum(adapter_bytes.values())
-        read_per_token = weight_bytes_per_token(package / "model.onnx")
+        with tempfile.TemporaryDirectory() as tmp:
+            read_per_token = weight_bytes_per_token(runtime_graph(package / "model.onnx", Path(tmp)))
         storages[storage] = {
             "decode": decode,
             "slowdown": {a: round(1 - decode[a]["tokens_per_s"] / base, 3) for a in ("r8", "r16", "r64")},

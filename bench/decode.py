@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,30 +137,43 @@ def copy_bandwidth_gb_s(megabytes: int = 512, repeats: int = 5) -> float:
     return 2 * source.nbytes / statistics.median(times) / 1e9
 
 
-def weight_bytes_per_token(model_file: Path) -> int:
-    """Bytes of weights each decoded token reads: every initializer except the embedding table,
-    of which a token reads one row."""
+def runtime_graph(model_file: Path, folder: Path) -> Any:
+    """The graph as onnxruntime runs it, written to ``folder``: after its load-time optimizations,
+    which fold constant nodes (the Q4_1 pass's fp16 scales and minima, cast to the fp32 the kernels
+    take) into the initializers they compute. Its initializers are what a decoded token reads, its
+    nodes what it runs; the file on disk holds fewer bytes and more nodes."""
     import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # not the warning for each LoRA weight a graph input overrides
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(folder / "model.onnx")
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.data")
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "0")
+    ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    return onnx.load(folder / "model.onnx", load_external_data=False)
+
+
+def weight_bytes_per_token(graph: Any) -> int:
+    """Bytes of weights each decoded token reads in ``graph`` (runtime_graph): every initializer
+    but those only an embedding lookup reads (a float table, or the reshaped scales of a table
+    shared with the LM head), of which a token reads one row."""
     from onnx.external_data_helper import uses_external_data
 
-    model = onnx.load(model_file, load_external_data=False)
-    gathered = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
+    readers: dict[str, set[str]] = {}
+    for node in graph.graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
     total = 0
-    for tensor in model.graph.initializer:
-        if tensor.name in gathered:
+    for tensor in graph.graph.initializer:
+        if readers.get(tensor.name, set()) <= {"Gather", "GatherBlockQuantized"}:
             continue
         if uses_external_data(tensor):
             total += int(next(e.value for e in tensor.external_data if e.key == "length"))
         else:
             total += len(tensor.raw_data) or int(np.prod(tensor.dims)) * 4
     return total
-
-
-def node_count(model_file: Path) -> int:
-    """Nodes in a graph: each is at least one kernel launch per decoded token."""
-    import onnx
-
-    return len(onnx.load(model_file, load_external_data=False).graph.node)
 
 
 def gguf_bytes_per_token(gguf: Path) -> int:

@@ -15,11 +15,12 @@ rng = np.random.default_rng(0)
 
 
 def q4_1_grid_weight() -> np.ndarray:
-    """A (K, N) weight as a Q4_1 GGUF dequantizes it: per block of 32 along K, m + d * code."""
+    """A (K, N) weight as a Q4_1 GGUF dequantizes it: per block of 32 along K, m + d * code, with
+    the step d and the minimum m in fp16."""
     codes = rng.integers(0, 16, size=(N, K // BLOCK, BLOCK))
     codes[..., 0], codes[..., 1] = 0, 15  # llama.cpp maps each block's min to 0 and max to 15
-    step = rng.uniform(0.01, 0.05, size=(N, K // BLOCK, 1))
-    low = rng.uniform(-0.4, 0.0, size=(N, K // BLOCK, 1))
+    step = rng.uniform(0.01, 0.05, size=(N, K // BLOCK, 1)).astype(np.float16).astype(np.float32)
+    low = rng.uniform(-0.4, 0.0, size=(N, K // BLOCK, 1)).astype(np.float16).astype(np.float32)
     return (low + step * codes).reshape(N, K).T.astype(np.float32)
 
 
@@ -160,3 +161,24 @@ def test_a_tied_embedding_reads_the_8_bit_lm_head():
             assert "GatherBlockQuantized" not in ops and "table" in names, "an untied embedding keeps its table"
             np.testing.assert_array_equal(embedded[0], weights["table"][ids[0]])
         np.testing.assert_allclose(logits[0], weights["table"][ids[0]] @ weights["head"], atol=0.01)
+
+
+def test_steps_and_minima_are_stored_in_fp16_and_onnxruntime_folds_them_at_load(tmp_path):
+    """The file holds each block's step and minimum in fp16 (as a GGUF does); onnxruntime's load-time
+    constant folding turns them into the fp32 scales and offsets the kernels read, so the graph it
+    runs has no Cast, Slice or Transpose left and the file is smaller than with fp32 ones."""
+    model = two_matmul_model(q4_1_grid_weight(), np.eye(N, dtype=np.float32))
+    quantized = quantize_q4_1(model, BLOCK, 4, {"/lm_head/MatMul"}, set())
+    stored = {i.name: i.data_type for i in quantized.graph.initializer if i.name.endswith("_fp16")}
+    assert stored == {
+        "/body/MatMul_Q4_1_scales_fp16": TensorProto.FLOAT16,
+        "/body/MatMul_Q4_1_minima_fp16": TensorProto.FLOAT16,
+    }
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    loaded = onnx.load(tmp_path / "loaded.onnx")
+    assert [n.op_type for n in loaded.graph.node] == ["MatMulNBits", "Split", "MatMul", "Add", "MatMul"]
+    folded = {i.name: i.data_type for i in loaded.graph.initializer}
+    assert folded["/body/MatMul_Q4_1_scales"] == folded["/body/MatMul_Q4_1_offsets"] == TensorProto.FLOAT

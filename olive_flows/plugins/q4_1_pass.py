@@ -1,7 +1,7 @@
 """An Olive pass that stores MatMul weights as llama.cpp's Q4_1: per block of 32, w = d * q + m.
 
-Q4_1 keeps a float minimum per block. ONNX Runtime's MatMulNBits only has integer zero points on its
-fast CPU path, so an int4 export re-rounds every block's minimum to the nearest step and moves the
+Q4_1 keeps a float minimum per block (fp16, like its step). ONNX Runtime's MatMulNBits only has
+integer zero points on its fast CPU path, so an int4 export re-rounds every block's minimum to the nearest step and moves the
 whole block by up to half a step. For weights that are already on a Q4_1 grid (a model converted
 from a Q4_1 GGUF, like the built-in SmolLM2) that double rounding cost 24% perplexity (0.21 nats of
 loss per token: bench/parity_bounds.json, k_quant_mixed); this pass keeps them exact. The MatMuls
@@ -19,6 +19,7 @@ through onnxruntime's MatMulNBitsQuantizer, which keeps the graph's output names
 through GatherBlockQuantized instead of keeping its own float table: the quickstart's base model
 went from 230 MB to 117 MB, with the same answers and decode speed and base perplexity 2.7365
 against 2.7378 (the float table is the GGUF's Q8_0 embedding, which the 8-bit head re-rounds).
+Storing the steps and minima in fp16 (``_fp32_at_load``) then took it to 104 MB.
 Olive cannot load a pass from a workflow config, so olive-flows hands Olive a package config that
 names this module (``package_config()`` in plugins/__init__.py, written next to the compiled configs
 for ``olive run``).
@@ -37,25 +38,27 @@ from olive.model.utils import resolve_onnx_path
 from olive.passes import Pass
 from olive.passes.onnx.common import get_external_data_config, model_proto_to_olive_model
 from olive.passes.pass_config import BasePassConfig, PassConfigParam
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 LEVELS = 15  # 4 bits
 # Part of the pass config, so Olive's cache (keyed on pass configs, not code) never returns a graph
 # an older version of this pass wrote. Bump it when the output graph changes.
-GRAPH_VERSION = 4
+GRAPH_VERSION = 5
 IMPLICIT_ZERO = 8  # MatMulNBits' zero point when the model gives none
 
 
 def q4_1_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1 of a (K, N) MatMul weight along K: codes (N, K/block, block) in 0..15, steps d and
-    minima m (N, K/block), such that weight[k, n] = d * code + m."""
+    minima m (N, K/block) in fp16 as a GGUF block holds them, such that weight[k, n] = d * code + m.
+    The codes are rounded against the fp16 step and minimum, so a weight already on a Q4_1 grid
+    comes back exactly."""
     k, n = weight.shape
     blocks = weight.T.reshape(n, k // block_size, block_size).astype(np.float64)
-    low, high = blocks.min(-1), blocks.max(-1)
-    step = (high - low) / LEVELS
-    safe = np.where(step == 0, 1.0, step)
+    low = blocks.min(-1).astype(np.float16)
+    step = ((blocks.max(-1) - low) / LEVELS).astype(np.float16)
+    safe = np.where(step == 0, 1.0, step.astype(np.float64))
     codes = np.clip(np.rint((blocks - low[..., None]) / safe[..., None]), 0, LEVELS).astype(np.uint8)
-    return codes, step.astype(np.float32), low.astype(np.float32)
+    return codes, step, low
 
 
 def _sum_columns(k: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +70,7 @@ def _sum_columns(k: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
     blocks = k // block_size
     codes = np.full((blocks, blocks, block_size), IMPLICIT_ZERO, np.uint8)
     codes[np.arange(blocks), np.arange(blocks)] = IMPLICIT_ZERO + 1
-    return codes, np.ones((blocks, blocks), np.float32)
+    return codes, np.ones((blocks, blocks), np.float16)
 
 
 def _q4_1_group(
@@ -80,12 +83,12 @@ def _q4_1_group(
     quickstart package about 5% slower."""
     k = group[0][1].shape[0]
     blocks = k // block_size
-    codes, steps, offsets = [], [], []
+    codes, steps, minima = [], [], []
     for _, weight in group:
         code, step, low = q4_1_blocks(weight, block_size)
         codes.append(code)
         steps.append(step)
-        offsets.append((low + IMPLICIT_ZERO * step).T)
+        minima.append(low.T)
     sum_codes, sum_steps = _sum_columns(k, block_size)
     codes, steps = np.concatenate([*codes, sum_codes]), np.concatenate([*steps, sum_steps])
     widths = [weight.shape[1] for _, weight in group]
@@ -93,13 +96,17 @@ def _q4_1_group(
     name = group[0][0].name if len(group) == 1 else f"{x}_packed"
     initializers = [
         numpy_helper.from_array(codes[..., 0::2] | (codes[..., 1::2] << 4), f"{name}_Q4_1_codes"),
-        numpy_helper.from_array(steps, f"{name}_Q4_1_scales"),
-        numpy_helper.from_array(np.concatenate(offsets, axis=1), f"{name}_Q4_1_offsets"),
+        numpy_helper.from_array(steps, f"{name}_Q4_1_scales_fp16"),
+        numpy_helper.from_array(np.concatenate(minima, axis=1), f"{name}_Q4_1_minima_fp16"),
         numpy_helper.from_array(np.array([n, blocks], np.int64), f"{name}_Q4_1_split"),
+        numpy_helper.from_array(np.array([0], np.int64), f"{name}_Q4_1_first"),
+        numpy_helper.from_array(np.array([n], np.int64), f"{name}_Q4_1_n"),
+        numpy_helper.from_array(np.array(IMPLICIT_ZERO, np.float32), f"{name}_Q4_1_zero"),
     ]
     packed, sums, offset = f"{name}_Q4_1_out", f"{name}_Q4_1_sums", f"{name}_Q4_1_offset"
     total = group[0][0].output[0] if len(group) == 1 else f"{name}_Q4_1_total"
     nodes = [
+        *_fp32_at_load(name),
         helper.make_node(
             "MatMulNBits",
             [x, f"{name}_Q4_1_codes", f"{name}_Q4_1_scales"],
@@ -125,6 +132,23 @@ def _q4_1_group(
             helper.make_node("Split", [total, f"{name}_Q4_1_widths"], outputs, name=f"{name}_Q4_1_unpack", axis=-1)
         )
     return nodes, initializers
+
+
+def _fp32_at_load(name: str) -> list[onnx.NodeProto]:
+    """Constant nodes that onnxruntime folds when it loads the model: the fp32 scales MatMulNBits
+    takes (in the activations' type) from the stored fp16 ones, and the offsets m + 8 d per block
+    and output column from the fp16 minima and steps. The file holds each block's step and minimum
+    in fp16, as the GGUF does, instead of fp32 (the quickstart's base model: 117 MB to 104 MB);
+    the folded values are those an fp32 file held, so the kernels run as before."""
+    q = f"{name}_Q4_1"
+    return [
+        helper.make_node("Cast", [f"{q}_scales_fp16"], [f"{q}_scales"], name=f"{q}_scales", to=TensorProto.FLOAT),
+        helper.make_node("Slice", [f"{q}_scales", f"{q}_first", f"{q}_n"], [f"{q}_steps"], name=f"{q}_steps"),
+        helper.make_node("Transpose", [f"{q}_steps"], [f"{q}_steps_t"], name=f"{q}_steps_t", perm=[1, 0]),
+        helper.make_node("Mul", [f"{q}_steps_t", f"{q}_zero"], [f"{q}_shift"], name=f"{q}_shift"),
+        helper.make_node("Cast", [f"{q}_minima_fp16"], [f"{q}_minima"], name=f"{q}_minima", to=TensorProto.FLOAT),
+        helper.make_node("Add", [f"{q}_minima", f"{q}_shift"], [f"{q}_offsets"], name=f"{q}_offsets_at_load"),
+    ]
 
 
 def quantize_q4_1(
