@@ -4,9 +4,11 @@ Same model, rows, LoRA settings, batch size, learning rate and steps. The plain 
 careful user would write: chat template, truncation to max_seq_len, dynamic padding to the longest
 row of each batch. The baseline learns what olive-flows learns, the answer tokens (the prompt's
 labels set to -100, the rows padded by DataCollatorForSeq2Seq); the every-token script, the
-simplest one (DataCollatorForLanguageModeling), is measured beside it. The figure is non-padding
-tokens trained per second. olive-flows computes logits only at the positions that predict a
-learned token; both plain scripts compute every logit.
+simplest one (DataCollatorForLanguageModeling), is measured beside it, and so is the baseline with
+``bf16=True`` (transformers' bf16 mixed precision, which olive-flows' ``training.mixed_precision:
+auto`` turns on where the CPU computes bf16 natively; the plain scripts train in fp32, Trainer's
+default). The figure is non-padding tokens trained per second. olive-flows computes logits only at
+the positions that predict a learned token; the plain scripts compute every logit.
 
 The first training in a process runs slower than the ones after it, so
 ``side_by_side`` runs an untimed warm-up first and alternates which of the two goes first.
@@ -33,7 +35,8 @@ def olive_flows_seconds(steps: int, work: Path) -> tuple[float, dict[str, Any], 
     return seconds, recipe.adapters["contacts"], {"rows_file": str(data.train_file), **stats}
 
 
-PLAIN = ("peft_answers", "peft_every_token")  # the plain scripts: answer tokens learned, every token learned
+# The plain scripts: whether each learns the answer tokens only (else every token), and in bf16.
+PLAIN = {"peft_answers": (True, False), "peft_every_token": (False, False), "peft_answers_bf16": (True, True)}
 
 
 def plain_rows(tokenizer: Any, rows_file: str, max_seq_len: int, answers_only: bool) -> Any:
@@ -56,7 +59,7 @@ def plain_rows(tokenizer: Any, rows_file: str, max_seq_len: int, answers_only: b
 
 
 def peft_seconds(
-    model_path: str, rows_file: str, adapter: dict[str, Any], steps: int, work: Path, answers_only: bool
+    model_path: str, rows_file: str, adapter: dict[str, Any], steps: int, work: Path, answers_only: bool, bf16: bool
 ) -> tuple[float, float]:
     """A plain script; returns the trainer's train_runtime and the mean non-padding tokens per row."""
     import torch
@@ -98,6 +101,8 @@ def peft_seconds(
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # transformers' condition for bf16 without a GPU
     )
     collator = (
         DataCollatorForSeq2Seq(tokenizer, padding=True)
@@ -117,12 +122,10 @@ def side_by_side(model_path: str, steps: int, repeats: int, work: Path, say: Cal
     sides = ("olive_flows", *PLAIN)
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     for repeat in range(repeats):
-        for side in sides[repeat % 3 :] + sides[: repeat % 3]:
+        for side in sides[repeat % len(sides) :] + sides[: repeat % len(sides)]:
             if side == "olive_flows":
                 took, adapter, stats = olive_flows_seconds(steps, work / f"of-{repeat}")
             else:
-                took, mean_tokens = peft_seconds(
-                    model_path, stats["rows_file"], adapter, steps, work, answers_only=side == PLAIN[0]
-                )
+                took, mean_tokens = peft_seconds(model_path, stats["rows_file"], adapter, steps, work, *PLAIN[side])
             seconds[side].append(took)
     return {"seconds": seconds, "adapter": adapter, "stats": stats, "peft_mean_tokens": mean_tokens}

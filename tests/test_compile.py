@@ -218,3 +218,10 @@ def test_packing_reaches_the_training_pass_when_a_recipe_asks_for_it(tmp_path):
     assert OliveFlowsLoRA._default_config(None)["packing"].default_value is False
     jobs = compile_builtin("quickstart", tmp_path, "adapters.contacts.training.packing=true")
     assert [j.config["passes"]["train"].get("packing") for j in jobs] == [True, None]
+
+
+def test_mixed_precision_reaches_the_training_pass_unresolved(tmp_path):
+    """training.mixed_precision is compiled as written (auto by default): the pass decides on the
+    machine that trains, which the compiling one need not be."""
+    jobs = compile_builtin("quickstart", tmp_path, "adapters.dates.training.mixed_precision=fp32")
+    assert [j.config["passes"]["train"]["mixed_precision"] for j in jobs] == ["auto", "fp32"]

@@ -16,7 +16,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from olive_flows.data.tokenize import encode
 from olive_flows.plugins import package_config
-from olive_flows.plugins.train_pass import keep_learned_logits, keeps_chosen_logits, keeps_packed_rows_apart, pack_rows
+from olive_flows.plugins.train_pass import (
+    bf16_natively,
+    keep_learned_logits,
+    keeps_chosen_logits,
+    keeps_packed_rows_apart,
+    pack_rows,
+    trains_in_bf16,
+)
 from olive_flows.run.olive import run_workflow
 
 
@@ -96,7 +103,8 @@ def test_a_forward_that_does_not_slice_its_logits_gets_olives_batches(tiny_model
 def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(tiny_job, tmp_path, caplog):
     """The compiled config names olive-flows' pass, Olive loads it from the package config, and it
     trains with the learned logits only and, asked to, packed rows (its log lines say so)."""
-    config = {**tiny_job.config, "passes": {"train": {**tiny_job.config["passes"]["train"], "packing": True}}}
+    train = {**tiny_job.config["passes"]["train"], "packing": True, "mixed_precision": "bf16"}
+    config = {**tiny_job.config, "passes": {"train": train}}
     assert config["passes"]["train"]["type"] == "OliveFlowsLoRA"
     assert (
         package_config()["passes"]["OliveFlowsLoRA"]["module_path"] == "olive_flows.plugins.train_pass.OliveFlowsLoRA"
@@ -106,6 +114,22 @@ def test_the_compiled_training_pass_keeps_the_learned_logits_when_olive_runs_it(
         run_workflow(tiny_job.name, config, tmp_path / "job.log")
     assert "Training computes logits only at the learned positions" in caplog.text
     assert "Training packs each batch's rows into one sequence" in caplog.text
+    # transformers refuses bf16 on a machine without a GPU unless the pass also says use_cpu
+    assert "Training in bf16 mixed precision (training.mixed_precision: bf16)" in caplog.text
+
+
+def test_mixed_precision_auto_is_bf16_where_the_device_computes_it_natively():
+    yes, no = (lambda: True), (lambda: False)
+    assert trains_in_bf16("bf16", "float32", no) and not trains_in_bf16("fp32", "float32", yes)
+    assert trains_in_bf16("auto", "float32", yes) and trains_in_bf16("auto", "bfloat16", yes)
+    assert not trains_in_bf16("auto", "float32", no)
+    assert not trains_in_bf16("auto", "float16", yes), "a float16 model trains in Olive's fp16 mixed precision"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU decides by itself")
+def test_a_cpu_computes_bf16_natively_with_avx512_bf16_or_amx():
+    assert bf16_natively({"avx2", "avx512f", "avx512_bf16"}) and bf16_natively({"amx_bf16", "amx_tile"})
+    assert not bf16_natively({"avx2", "avx512f", "avx512bw"}) and not bf16_natively(set())
 
 
 @pytest.mark.parametrize(

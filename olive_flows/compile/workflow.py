@@ -157,6 +157,7 @@ def _train_pass(
         "lora_dropout": adapter.dropout,
         "target_modules": trained_modules(adapter.method, adapter.target_modules, arch),
         "torch_dtype": spec.model.dtype,
+        "mixed_precision": training.mixed_precision,  # resolved on the training machine (plugins/train_pass.py)
         "train_data_config": TRAIN_DATA,
         "eval_data_config": EVAL_DATA,
         "training_args": {

@@ -17,6 +17,11 @@ and no row attends to another. No label sits on a row's first token (in a padded
 predicts it). A model whose attention mixes packed rows (checked on two short rows before training:
 the packed logits must equal the rows' own) trains on padded batches.
 
+With ``mixed_precision`` (the recipe's ``training.mixed_precision``, resolved here, on the machine that
+trains) they train in transformers' bf16 mixed precision where the device computes bf16 in hardware:
+the quickstart's adapters trained 1.7x faster on an AVX512_BF16 CPU, with the same task scores and
+held-out perplexities to 0.0005.
+
 They also take two settings of their own, ``early_stopping_patience`` and ``early_stopping_threshold``
 (compiled from ``training.early_stopping``): Olive builds its transformers.Trainer without a way to
 pass callbacks, so while one of these passes trains, transformers' EarlyStoppingCallback sits in
@@ -37,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ from olive.passes.pytorch.lora import DeviceMap, DoRA, LoRA, QLoRA
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from olive_flows import metadata
 from olive_flows.callbacks import on_every_trainer
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
 from olive_flows.files import write_json
@@ -54,6 +61,30 @@ from olive_flows.world import joined
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
 
 RECORDED_ROWS = 10_000  # a rank's record lists the digests of at most this many rows
+
+
+def trains_in_bf16(setting: str, torch_dtype: str | None, natively: Callable[[], bool]) -> bool:
+    """Whether a training with ``training.mixed_precision: setting`` runs in bf16 mixed precision:
+    always for bf16, never for fp32, and for auto where ``natively()`` says the device computes bf16
+    in hardware, unless the model is loaded in float16 (Olive then trains in fp16 mixed precision)."""
+    return setting == "bf16" or (setting == "auto" and torch_dtype != "float16" and natively())
+
+
+def bf16_natively(cpu_flags: set[str] | None = None) -> bool:
+    """Whether this machine trains on a device with bf16 matrix products in hardware: a CUDA GPU that
+    supports bf16, or else a CPU with one of metadata/training.json's flags (``cpu_flags``: those of
+    /proc/cpuinfo; none where there is no such file, so other systems train in fp32)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if cpu_flags is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            cpuinfo = ""
+        cpu_flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":")[1].split()}
+    return bool(cpu_flags & set(metadata.load("training")["bf16_cpu_flags"]))
 
 
 def keeps_chosen_logits(model: Any) -> bool:
@@ -190,6 +221,11 @@ class LearnedLogitsOnly:
                 default_value=False,
                 description="Train each batch's rows as one packed sequence (where the model keeps them apart).",
             ),
+            "mixed_precision": PassConfigParam(
+                type_=str,
+                default_value="fp32",
+                description="bf16 mixed precision: auto (where the device computes bf16 natively), bf16 or fp32.",
+            ),
         }
 
     def _run_for_config(self, model: Any, config: Any, output_model_path: str) -> Any:
@@ -197,6 +233,15 @@ class LearnedLogitsOnly:
         running = ranks.world.size if ranks else 1
         if config.world_size != running:
             raise ValueError(f"this training was compiled for {config.world_size} processes and runs in {running}")
+        if trains_in_bf16(config.mixed_precision, config.torch_dtype, bf16_natively):
+            import torch
+
+            # transformers refuses bf16 without a GPU unless told the training is on the CPU
+            on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}
+            config.training_args.extra_args = {**(config.training_args.extra_args or {}), "bf16": True, **on_cpu}
+            logger.info("Training in bf16 mixed precision (training.mixed_precision: %s)", config.mixed_precision)
+        else:
+            logger.info("Training without bf16 mixed precision (training.mixed_precision: %s)", config.mixed_precision)
         if ranks:
             import torch
 

@@ -95,6 +95,7 @@ class Training:
     loss_on: str
     group_by_length: bool
     packing: bool
+    mixed_precision: str
     seed: int
     gradient_checkpointing: bool
     report_to: tuple[str, ...]

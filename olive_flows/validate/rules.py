@@ -596,6 +596,21 @@ def best_checkpoint_needs_held_out_rows(recipe: Recipe) -> Iterator[Problem]:
             )
 
 
+@rule
+def bf16_needs_a_float32_or_bfloat16_model(recipe: Recipe) -> Iterator[Problem]:
+    """A model loaded in float16 trains in fp16 mixed precision (Olive's LoRA passes), and
+    transformers takes one of fp16 and bf16, not both."""
+    if (recipe.data.get("model") or {}).get("dtype") != "float16":
+        return
+    for name, adapter in recipe.adapters.items():
+        if (adapter.get("training") or {}).get("mixed_precision") == "bf16":
+            yield recipe.problem(
+                ("adapters", name, "training", "mixed_precision"),
+                "mixed_precision bf16 does not go with model.dtype float16, which Olive trains in fp16 mixed precision",
+                "set model.dtype to float32 (or bfloat16), or leave mixed_precision at auto",
+            )
+
+
 ROWS_COUNTED_FOR_STEPS = 10_000  # enough rows that a training with epochs evaluates often enough
 
 
