@@ -1,9 +1,11 @@
 """`make bench`: olive-flows' speed and size, side by side with what users would otherwise use.
 
 Writes bench/results.json (raw medians and the ratios) and bench/RESULTS.md. Every comparison is
-measured in this one run on this machine; each figure is the median of --repeats runs.
+measured in this one run on this machine; each figure is the median of --repeats runs, the package
+and llama.cpp decode speeds (a fraction of a second each, where a shared machine's slow spells
+move single runs by 10% and more) of --decode-rounds rounds.
 
-    python bench/run.py [--repeats 5] [--tokens 64] [--train-steps 12]
+    python bench/run.py [--repeats 5] [--decode-rounds 15] [--tokens 64] [--train-steps 12]
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ def machine() -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--decode-rounds", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=12)
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
@@ -170,7 +173,9 @@ def main() -> int:
     all_cpus = decode.package_engines(PackageRuntime(package, threads=THREADS), PROMPT, [None], args.tokens)["base"]
     gguf = _gguf()
     llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
-    speeds = decode.round_robin({**engines, ALL_CPUS: all_cpus, **({LLAMACPP: llama} if llama else {})}, args.repeats)
+    speeds = decode.round_robin(
+        {**engines, ALL_CPUS: all_cpus, **({LLAMACPP: llama} if llama else {})}, args.decode_rounds
+    )
     results["decode"] = {
         "package_int4": {name: speeds[name] for name in engines},
         "package_int4_all_cpus": speeds[ALL_CPUS],
@@ -216,7 +221,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         say("adapters: a four-adapter package at r = 8, 16, 16, 64, with int8 and with float LoRA weights")
         results["adapters"] = adapters.adapter_costs(
-            adapters.build_packages(Path(tmp)), PROMPT, args.tokens, args.repeats, THREADS
+            adapters.build_packages(Path(tmp)), PROMPT, args.tokens, args.decode_rounds, THREADS
         )
         say("training: olive-flows against a plain peft + Trainer script")
         runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
@@ -552,7 +557,8 @@ def report(r: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}. "
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items())
-        + f". Medians of {r['settings']['repeats']} runs; `make bench` reproduces every figure.",
+        + f". Medians of {r['settings']['repeats']} runs ({r['settings'].get('decode_rounds', r['settings']['repeats'])} "
+        "rounds for the package and llama.cpp decode speeds); `make bench` reproduces every figure.",
         "",
         "## Targets",
         "",
