@@ -7,6 +7,7 @@ bandwidth bound: bytes of weights read per token over a measured copy bandwidth.
 
 from __future__ import annotations
 
+import atexit
 import statistics
 import time
 from collections.abc import Callable
@@ -94,6 +95,7 @@ def llamacpp_engine(gguf: Path, prompt: list[dict], new_tokens: int, threads: in
     except ImportError:
         return None
     llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    atexit.register(llm.close)  # its __del__ at interpreter exit finds llama_cpp's functions torn down
     tokens = llm.tokenize(_chat_text(prompt).encode(), add_bos=False, special=True)
 
     def run() -> dict[str, float]:

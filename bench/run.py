@@ -312,8 +312,10 @@ WHY_MISSED = {
         "(onnxruntime-genai does not give a left-padded row its own logits), a few rows each on the quickstart."
     ),
     "adapter_r16_slowdown": lambda r: (
-        "the LoRA weights are dequantized and multiplied in fp32 at every token beside the int4 base; a larger "
-        f"rank costs more (float weights: {_storage(r, 'float')['slowdown']['r16']:.1%})."
+        "the LoRA weights are graph inputs (the adapter file overrides them), so onnxruntime cannot fold their "
+        "int8-to-float DequantizeLinear: 8 of them per layer run at every token, then 4 LoRA MatMul pairs and Adds "
+        "in fp32 beside the int4 base. With float weights the same r=16 adapter costs "
+        f"{_storage(r, 'float')['slowdown']['r16']:.1%}, at four times the file size; a larger rank costs more."
     ),
     "adapter_switch_ms": lambda r: (
         f"switching includes creating a generator; {r['adapters']['switch_seeded_ms']} ms with random_seed set."
