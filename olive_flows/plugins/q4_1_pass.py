@@ -1,8 +1,8 @@
 """An Olive pass that stores MatMul weights as llama.cpp's Q4_1: per block of 32, w = d * q + m.
 
 Q4_1 keeps a float minimum per block (fp16, like its step). ONNX Runtime's MatMulNBits only has
-integer zero points on its fast CPU path, so an int4 export re-rounds every block's minimum to the nearest step and moves the
-whole block by up to half a step. For weights that are already on a Q4_1 grid (a model converted
+integer zero points on its fast CPU path, so an int4 export re-rounds every block's minimum to the
+nearest step and moves the whole block by up to half a step. For weights that are already on a Q4_1 grid (a model converted
 from a Q4_1 GGUF, like the built-in SmolLM2) that double rounding cost 24% perplexity (0.21 nats of
 loss per token: bench/parity_bounds.json, k_quant_mixed); this pass keeps them exact. The MatMuls
 that read the same input (q/k/v, gate/up, or one alone) become
