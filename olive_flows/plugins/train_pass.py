@@ -234,22 +234,25 @@ class LearnedLogitsOnly:
             raise ValueError(f"this training was compiled for {config.world_size} processes and runs in {running}")
         import torch
 
-        if trains_in_bf16(config.mixed_precision, config.torch_dtype, bf16_natively):
-            # transformers refuses bf16 without a GPU unless told the training is on the CPU
-            on_cpu = {} if torch.cuda.is_available() else {"use_cpu": True}
-            config.training_args.extra_args = {**(config.training_args.extra_args or {}), "bf16": True, **on_cpu}
-            logger.info("Training in bf16 mixed precision (training.mixed_precision: %s)", config.mixed_precision)
-        else:
-            logger.info("Training without bf16 mixed precision (training.mixed_precision: %s)", config.mixed_precision)
-        if ranks:
-            args = config.training_args
-            if not torch.cuda.is_available():  # else accelerate leaves CPU processes undistributed
-                args.extra_args["use_cpu"] = True
-            if ranks.world.main:  # every rank resumes from the checkpoint rank 0 found
-                folder = Path(args.output_dir)
-                args.resume_from_checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-                task = {"pass": self.to_json(check_object=True), "model": model.to_json(check_object=True)}
-                ranks.tell({"train": task})
+        args = config.training_args
+        bf16 = trains_in_bf16(config.mixed_precision, config.torch_dtype, bf16_natively)
+        logger.info(
+            "Training %s bf16 mixed precision (training.mixed_precision: %s)",
+            "in" if bf16 else "without",
+            config.mixed_precision,
+        )
+        args.extra_args = args.extra_args or {}
+        if bf16:
+            args.extra_args["bf16"] = True
+        # Without a GPU, transformers refuses bf16 and accelerate leaves processes undistributed,
+        # unless told the training is on the CPU.
+        if (bf16 or ranks) and not torch.cuda.is_available():
+            args.extra_args["use_cpu"] = True
+        if ranks and ranks.world.main:  # every rank resumes from the checkpoint rank 0 found
+            folder = Path(args.output_dir)
+            args.resume_from_checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+            task = {"pass": self.to_json(check_object=True), "model": model.to_json(check_object=True)}
+            ranks.tell({"train": task})
         return super()._run_for_config(model, config, output_model_path)
 
     def load_base_pytorch_model(self, model_handler: Any, config: Any, **kwargs: Any) -> Any:
