@@ -1,8 +1,14 @@
-"""Evaluation's batched answers (evaluate/runtime.py): batches of equal-length prompts only, every
-prompt answered, and one prompt at a time the very answers chat gives."""
+"""Evaluation's answers: batches of equal-length prompts only (evaluate/runtime.py), every prompt
+answered, one prompt at a time the very answers chat gives, and answers read off the scoring pass
+only where greedy decoding gives them (evaluate/evaluation.py)."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from olive_flows.data.tokenize import IGNORE, Encoded
+from olive_flows.evaluate.evaluation import shown_answer
+from olive_flows.evaluate.perplexity import PackageScorer
 from olive_flows.evaluate.runtime import PackageRuntime, equal_length_batches
 
 
@@ -30,3 +36,49 @@ def test_batched_answers_cover_every_prompt_and_alone_equal_chat(tiny_package):
         answers = {i: text for batch in batched for i, text in batch.items()}
         assert answers[4] == answers[0], "a row's answer does not depend on its neighbours in the batch"
         assert answers[3] == chat[3], "a batch of one is a prompt alone"
+
+
+def answered_example(prompt: list[int], answer: list[int]) -> Encoded:
+    """A scored row: ``prompt`` then ``answer``, the answer's tokens labelled."""
+    return Encoded(input_ids=prompt + answer, labels=[IGNORE] * len(prompt) + answer, full_length=len(prompt + answer))
+
+
+def test_an_answer_is_read_off_scoring_only_where_greedy_decoding_would_give_it():
+    """shown_answer, on made-up top tokens: positions 2.. predict the answer [5, 6, 7] and then 9 (end)."""
+    prompt, stop = [1, 2, 3], {9}
+    example = answered_example(prompt, [5, 6, 7, 9, 4])
+    assert shown_answer(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 32) == [5, 6, 7], "up to the end token"
+    assert shown_answer(prompt, example, np.array([5, 6, 9, 0, 0]), stop, 32) == [5, 6], "the end comes early"
+    assert shown_answer(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 2) == [5, 6], "max_new_tokens"
+    assert shown_answer(prompt, example, np.array([5, 8, 7, 9, 4]), stop, 32) is None, "8 is not the reference's 6"
+    assert shown_answer([1, 2, 4], example, np.array([5, 6, 7, 9, 4]), stop, 32) is None, "another prompt"
+    truncated = answered_example(prompt, [5, 6])
+    assert shown_answer(prompt, truncated, np.array([5, 6]), stop, 32) is None, "the reference ends before the answer"
+    unscored = Encoded(input_ids=example.input_ids, labels=[IGNORE] * 4 + [6, 7, 9, 4], full_length=8)
+    assert shown_answer(prompt, unscored, np.array([6, 7, 9, 4]), stop, 32) is None, "no logits for the first token"
+
+
+def test_scoring_a_row_whose_reference_is_the_greedy_answer_reads_that_answer_off(tiny_package):
+    """On the real package: scoring the package's own greedy answer shows that answer, the text
+    generation gives; a reference it would not produce is left to generation."""
+    runtime = PackageRuntime(tiny_package)
+    stop = set(runtime.tokenizer.eos_token_ids)
+    for adapter in (None, "dates"):
+        prompt = runtime.prompt_tokens([{"role": "user", "content": "Date: 1 May 2020"}])
+        generator = runtime.generator(len(prompt) + 8, adapter)
+        generator.append_tokens(prompt)
+        answer: list[int] = []
+        while len(answer) < 6:
+            generator.generate_next_token()
+            if (token := int(generator.get_next_tokens()[0])) in stop:
+                break
+            answer.append(token)
+        assert answer, "the package answers something"
+        end = [next(iter(stop))] if len(answer) < 6 else []
+        own = answered_example(prompt, answer + end)
+        top = PackageScorer(runtime, adapter, len(own.input_ids) + 1).logits(own).argmax(axis=-1)
+        assert shown_answer(prompt, own, top, stop, 6) == answer
+        assert runtime.text(answer) == runtime.generate([{"role": "user", "content": "Date: 1 May 2020"}], adapter, 6)
+        other = answered_example(prompt, [answer[0] + 1, *answer[1:], *end])
+        top = PackageScorer(runtime, adapter, len(other.input_ids) + 1).logits(other).argmax(axis=-1)
+        assert shown_answer(prompt, other, top, stop, 6) is None

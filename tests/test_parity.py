@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from olive_flows.data.tokenize import IGNORE, Encoded
-from olive_flows.evaluate.perplexity import Agreement, PyTorchScorer, agreement, scored_positions
+from olive_flows.evaluate.perplexity import (
+    Agreement,
+    PackageScorer,
+    PyTorchScorer,
+    agreement,
+    scored_positions,
+    shared_prefix,
+)
+from olive_flows.evaluate.runtime import PackageRuntime
 
 
 def encoded(labels: list[int]) -> Encoded:
@@ -46,6 +54,33 @@ def test_pytorch_scores_only_the_scored_positions_with_the_logits_of_the_whole_s
     whole = scorer.batch_logits(batch, None)
     assert [len(logits) for logits in chosen] == [len(scored_positions(e)) for e in batch] == [3, 1, 0]
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(chosen, whole, strict=True))
+
+
+def test_rows_sharing_a_prefix_score_as_they_would_alone(tiny_model, tiny_package):
+    """Both scorers compute a prefix rows share once: the package's generator rewinds to it (logits bit
+    for bit those of a fresh generator), PyTorch runs it once for the batch (within float noise of
+    each row alone, without the prefix cache)."""
+    runtime = PackageRuntime(tiny_package)
+    prompts = ["Date: 1 May 2020", "Date: 1 May 2021", "Date: 7 June 1999", "Normalize this"]
+    rows = []
+    for text in prompts:
+        prompt = runtime.prompt_tokens([{"role": "user", "content": text}])
+        answer = runtime.tokenizer.encode(" 2020-05-01")
+        rows.append(Encoded(prompt + list(answer), [IGNORE] * len(prompt) + list(answer), len(prompt) + len(answer)))
+    assert shared_prefix([r.input_ids for r in rows]) > 10, "the chat template's prefix"
+    rows.append(encoded([IGNORE] * 5))  # nothing scored
+    for adapter in (None, "dates"):
+        shared = PackageScorer(runtime, adapter, 64)
+        for row in sorted(rows, key=lambda r: r.input_ids):
+            alone = PackageScorer(runtime, adapter, 64).logits(row)
+            assert np.array_equal(shared.logits(row), alone)
+    scorer = PyTorchScorer(str(tiny_model("llama")), {})
+    batch = rows[:4]
+    together = scorer.batch_logits(batch, None)
+    scorer.slices = False  # the whole sequence, no prefix cache
+    alone = [scorer.batch_logits([row], None)[0] for row in batch]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(together, alone, strict=True))
+    assert [len(t) for t in together] == [len(scored_positions(r)) for r in batch]
 
 
 def olive_flows(*args: str) -> subprocess.CompletedProcess:

@@ -19,8 +19,18 @@ import numpy as np
 from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
+from olive_flows.data.tokenize import Encoded
 from olive_flows.evaluate.metrics import score
-from olive_flows.evaluate.perplexity import NLL, Agreement, PyTorchScorer, agreement, examples, onnx_logits, token_nll
+from olive_flows.evaluate.perplexity import (
+    NLL,
+    Agreement,
+    PackageScorer,
+    PyTorchScorer,
+    agreement,
+    examples,
+    scored_positions,
+    token_nll,
+)
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import read_jsonl
@@ -80,23 +90,66 @@ Answered = dict[tuple[str | None, tuple[int, ...]], str]
 def _task_scores(
     runtime: PackageRuntime,
     rows: list[dict],
+    scored: Scored,
     metrics: Sequence[str],
     adapter: str | None,
     settings: Evaluation,
     progress: Progress,
     answered: Answered,
 ) -> dict[str, float]:
+    """The task metrics of the package's greedy answers to ``rows``: read off the scoring pass
+    (``shown_answer``) where it shows them, generated in batches for the rest."""
     prompts = [split_chat(row) for row in rows]
     tokens = [runtime.prompt_tokens(prompt) for prompt, _ in prompts]
+    stop = set(runtime.tokenizer.eos_token_ids)
     answers: dict[int, str] = {}
-    for batch in runtime.answer_batches(tokens, adapter, settings.max_new_tokens, settings.batch_size):
-        answers.update(batch)
+    for index, prompt in enumerate(tokens):
+        shown = shown_answer(prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens)
+        if shown is not None:
+            answers[index] = runtime.text(shown)
+    progress.update(len(answers))
+    left = [i for i in range(len(tokens)) if i not in answers]
+    for batch in runtime.answer_batches(
+        [tokens[i] for i in left], adapter, settings.max_new_tokens, settings.batch_size
+    ):
+        answers.update({left[i]: answer for i, answer in batch.items()})
         progress.update(len(batch))
     answered.update({(adapter, tuple(tokens[i])): answer for i, answer in answers.items()})
     # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
     predictions = [answers[i] for i in range(len(prompts))]
     references = [reference for _, reference in prompts]
     return {m: round(score(m, predictions, references, settings.normalize), 4) for m in metrics}
+
+
+def shown_answer(
+    prompt: list[int], example: Encoded, top: np.ndarray, stop: set[int], max_new_tokens: int
+) -> list[int] | None:
+    """The tokens of the package's greedy answer to ``prompt`` where scoring ``example`` already shows
+    them, else None.
+
+    Scoring feeds the package the prompt followed by the reference answer. Where the package's top
+    token (``top``, at the example's scored positions) after the prompt and after each answer token
+    is the reference's next one, greedy decoding would produce the reference's tokens, until an
+    end-of-sequence token is the top one or ``max_new_tokens`` are out: the check speculative
+    decoding makes of a draft, with the reference as the draft. A tuned adapter mostly passes it (118
+    of the quickstart's 120 rows, each answer the one generation gives) and skips its generation."""
+    ids = example.input_ids
+    if ids[: len(prompt)] != prompt:
+        return None
+    at = {int(position): index for index, position in enumerate(scored_positions(example))}
+    answer: list[int] = []
+    for position in range(len(prompt) - 1, len(ids) - 1):
+        if position not in at:
+            return None
+        token = int(top[at[position]])
+        if token in stop:
+            return answer
+        if token != ids[position + 1]:
+            return None
+        answer.append(token)
+        if len(answer) == max_new_tokens:
+            return answer
+    return None  # the reference ends (truncated) before the answer does
 
 
 @dataclass
@@ -118,30 +171,43 @@ class Scores:
         )
 
 
+@dataclass
+class Scored:
+    """The scores of rows and what the package's top token was at each row's scored positions."""
+
+    scores: Scores
+    examples: list[Encoded]
+    top: list[np.ndarray]
+
+
 def _score(
-    runtime: PackageRuntime, scorer: PyTorchScorer | None, encoded: list, adapter: str | None, progress: Progress
-) -> Scores:
+    runtime: PackageRuntime,
+    scorer: PyTorchScorer | None,
+    encoded: list[Encoded],
+    adapter: str | None,
+    progress: Progress,
+) -> Scored:
     """Perplexity of ``encoded`` on the package and (with ``scorer``) on PyTorch, and how the two
-    distributions agree, each row's two logits compared as they come."""
-    if scorer is None:
-        total = NLL()
-        for example in encoded:
-            total = total.add(token_nll(onnx_logits(runtime, example, adapter), example))
-            progress.update()
-        return Scores(total)
-    scores = Scores(NLL(), NLL(), Agreement())
-    ordered = sorted(encoded, key=lambda e: len(e.input_ids))  # similar lengths pad least
-    for start in range(0, len(ordered), TORCH_BATCH):
-        batch = ordered[start : start + TORCH_BATCH]
-        for example, reference in zip(batch, scorer.batch_logits(batch, adapter), strict=True):
-            package = onnx_logits(runtime, example, adapter)
-            diff = float(np.abs(reference - package).max())
-            scored = Scores(
-                token_nll(package, example), token_nll(reference, example), agreement(reference, package), diff
-            )
+    distributions agree, each row's two logits compared as they come. Rows go in token order, where
+    neighbours share the longest prefixes (``PackageScorer``, ``PyTorchScorer.batch_logits``)."""
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i].input_ids)
+    package = PackageScorer(runtime, adapter, max((len(e.input_ids) for e in encoded), default=0) + 1)
+    top: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(encoded)
+    scores = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
+    for start in range(0, len(order), TORCH_BATCH):
+        batch = order[start : start + TORCH_BATCH]
+        references = scorer.batch_logits([encoded[i] for i in batch], adapter) if scorer else [None] * len(batch)
+        for index, reference in zip(batch, references, strict=True):
+            example = encoded[index]
+            logits = package.logits(example)
+            top[index] = logits.argmax(axis=-1)
+            scored = Scores(token_nll(logits, example))
+            if reference is not None:
+                diff = float(np.abs(reference - logits).max()) if len(logits) else 0.0
+                scored = Scores(scored.onnx, token_nll(reference, example), agreement(reference, logits), diff)
             scores = scores.add(scored)
-        progress.update(2 * len(batch))
-    return scores
+        progress.update((2 if scorer else 1) * len(batch))
+    return Scored(scores, encoded, top)
 
 
 def _perplexity(onnx: NLL, torch: NLL | None) -> dict[str, float | None]:
@@ -181,18 +247,18 @@ def evaluate_package(
         rows = subject.rows[adapter]
         metrics = settings.metrics.get(dataset, ())
         entry: dict[str, Any] = {"dataset": dataset, "rows": len(rows), "metrics": {}}
-        if metrics:
-            if dataset not in base_metrics:
-                base_metrics[dataset] = _task_scores(runtime, rows, metrics, None, settings, progress, answered)
-            entry["metrics"] = _task_scores(runtime, rows, metrics, adapter, settings, progress, answered)
-            result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
         encoded = examples(tokenizer, rows, training.max_seq_len, training.loss_on)
         tuned = _score(runtime, scorer, encoded, adapter, progress)
         base = _score(runtime, scorer, encoded, None, progress)
-        entry["perplexity"] = _perplexity(tuned.onnx, tuned.torch)
-        result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base.onnx, base.torch)
-        base_total = base_total.add(base)
-        compared[adapter] = tuned
+        if metrics:
+            if dataset not in base_metrics:
+                base_metrics[dataset] = _task_scores(runtime, rows, base, metrics, None, settings, progress, answered)
+            entry["metrics"] = _task_scores(runtime, rows, tuned, metrics, adapter, settings, progress, answered)
+            result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
+        entry["perplexity"] = _perplexity(tuned.scores.onnx, tuned.scores.torch)
+        result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base.scores.onnx, base.scores.torch)
+        base_total = base_total.add(base.scores)
+        compared[adapter] = tuned.scores
         result["adapters"][adapter] = entry
     result["base"]["perplexity"] = _perplexity(base_total.onnx, base_total.torch)
     result["parity"] = _parity({"base": base_total, **compared}, subject.precision, settings.parity)

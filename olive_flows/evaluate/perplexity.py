@@ -7,6 +7,7 @@ exp(total negative log-likelihood / number of scored tokens).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,19 @@ def scored_positions(example: Encoded) -> np.ndarray:
     """Positions whose logits predict a scored token (the next token's label is not IGNORE): the
     only logits perplexity and parity read."""
     return np.flatnonzero(np.array(example.labels[1:]) != IGNORE)
+
+
+def shared_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens all ``rows`` have in common."""
+    shortest = min(map(len, rows))
+    return next((i for i in range(shortest) if len({row[i] for row in rows}) > 1), shortest)
+
+
+def first_read(example: Encoded) -> int:
+    """The first position whose logits scoring reads (the last one when no token is scored): a
+    prefix computed once for several rows must end before it."""
+    positions = scored_positions(example)
+    return int(positions[0]) if len(positions) else len(example.input_ids) - 1
 
 
 def token_nll(logits: np.ndarray, example: Encoded) -> NLL:
@@ -133,37 +147,71 @@ class PyTorchScorer:
     def batch_logits(self, batch: list[Encoded], adapter: str | None) -> list[np.ndarray]:
         """Logits at each example's scored positions, from one right-padded forward pass: forward
         passes one row at a time dominated evaluation time on CPU. A model that can (models/logits.py)
-        projects only those positions onto the vocabulary."""
+        projects only those positions onto the vocabulary, and runs the tokens every row of the batch
+        starts with (its chat template's system prompt, say) once: a forward pass of that prefix
+        alone, its KV cache repeated for each row. Rows in token order share the most; on the
+        quickstart this took a quarter off the PyTorch side, within 1e-4 of the logits without it."""
         torch = self._torch
+        context = self.model.disable_adapter() if adapter is None and hasattr(self.model, "disable_adapter") else None
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+        with torch.no_grad(), context or contextlib.nullcontext():
+            return self._batch_logits(batch)
+
+    def _batch_logits(self, batch: list[Encoded]) -> list[np.ndarray]:
+        torch = self._torch
+        shared = 0
+        if self.slices:
+            shared = min(shared_prefix([e.input_ids for e in batch]), *map(first_read, batch))
+        inputs: dict[str, Any] = {}
+        if shared:
+            prefix = torch.tensor([batch[0].input_ids[:shared]])
+            cache = self.model(
+                input_ids=prefix, logits_to_keep=torch.zeros_like(prefix, dtype=torch.bool)
+            ).past_key_values
+            cache.batch_repeat_interleave(len(batch))
+            inputs["past_key_values"] = cache
         longest = max(len(e.input_ids) for e in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([e.input_ids + [pad] * (longest - len(e.input_ids)) for e in batch])
-        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (longest - len(e.input_ids)) for e in batch])
-        keep = torch.zeros(len(batch), longest, dtype=torch.bool)
+        inputs["input_ids"] = torch.tensor([e.input_ids[shared:] + [pad] * (longest - len(e.input_ids)) for e in batch])
+        inputs["attention_mask"] = torch.tensor(
+            [[1] * len(e.input_ids) + [0] * (longest - len(e.input_ids)) for e in batch]
+        )
+        keep = torch.zeros(len(batch), longest - shared, dtype=torch.bool)
         for row, example in enumerate(batch):
-            keep[row, torch.from_numpy(scored_positions(example))] = True
-        inputs = {"input_ids": ids, "attention_mask": mask}
+            keep[row, torch.from_numpy(scored_positions(example) - shared)] = True
         if self.slices:
             inputs["logits_to_keep"] = keep
-        with torch.no_grad():
-            if adapter is None and hasattr(self.model, "disable_adapter"):
-                with self.model.disable_adapter():
-                    out = self.model(**inputs)
-            else:
-                if adapter is not None:
-                    self.model.set_adapter(adapter)
-                out = self.model(**inputs)
-        logits = out.logits.float() if self.slices else out.logits.float()[keep]  # [scored in the batch, vocab]
+        logits = self.model(**inputs).logits.float()
+        if not self.slices:
+            logits = logits[keep]  # [scored in the batch, vocab]
         return [part.numpy() for part in torch.split(logits, keep.sum(dim=1).tolist())]
 
 
-def onnx_logits(runtime: Any, example: Encoded, adapter: str | None) -> np.ndarray:
-    """Logits at ``example``'s scored positions from the exported package (onnxruntime-genai). One
-    row at a time: a row's prefill already fills the CPU, and batches of equal-length rows were no
-    faster on the quickstart."""
-    generator = runtime.generator(len(example.input_ids) + 1, adapter)
-    generator.append_tokens(example.input_ids)
-    return np.asarray(generator.get_output("logits"))[0, scored_positions(example)]
+class PackageScorer:
+    """Logits at rows' scored positions from the exported package (onnxruntime-genai), with or without
+    one adapter, through one generator.
+
+    Each row rewinds the generator's KV cache to the tokens it shares with the row before and
+    prefills only the rest: rows given in token order share their chat template's system prompt and
+    often their instruction, 40 to 50% of the quickstart's tokens. The logits are bit for bit those of
+    a fresh generator per row. A row's prefill alone already fills the CPU; batches of equal-length
+    rows were no faster on the quickstart."""
+
+    def __init__(self, runtime: Any, adapter: str | None, capacity: int):
+        """``capacity``: the longest row's length plus one."""
+        self._generator = runtime.generator(capacity, adapter)
+        self._tokens: list[int] = []
+
+    def logits(self, example: Encoded) -> np.ndarray:
+        """[scored positions, vocabulary]: the logits at ``example``'s scored positions."""
+        positions = scored_positions(example)
+        ids = example.input_ids
+        keep = min(shared_prefix([self._tokens, ids]), first_read(example))
+        self._generator.rewind_to(keep)
+        self._generator.append_tokens(ids[keep:])
+        self._tokens = ids
+        return np.asarray(self._generator.get_output("logits"))[0, positions - keep]
 
 
 def examples(tokenizer: Any, rows: list[dict[str, Any]], max_seq_len: int, loss_on: str) -> list[Encoded]:

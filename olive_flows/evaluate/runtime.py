@@ -155,6 +155,11 @@ class PackageRuntime:
             generator.set_active_adapter(self.adapters, adapter)
         return generator
 
+    def text(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` as a generation streams them, piece by piece."""
+        stream = self.tokenizer.create_stream()
+        return "".join(stream.decode(token) for token in tokens)
+
     def decode(
         self, tokens: list[int], adapter: str | None, max_new_tokens: int, sampling: Sampling = GREEDY
     ) -> Iterator[str]:
