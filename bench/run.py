@@ -305,11 +305,13 @@ WHY_MISSED = {
     ),
     "eval_share": lambda r: (
         f"measured on {r['quickstart']['commit'][:7]}: evaluation took {r['quickstart']['evaluate_s']} s of "
-        f"{r['quickstart']['finetune_s']} s (round 1: 2 to 3 minutes; bf16 mixed precision has since made the "
-        "training before it faster, which raises its share). Scoring the held-out rows on PyTorch (fp32 with the "
-        "PEFT adapter: the parity reference, which bf16 would blur) and on the package (a prefill per row) is "
-        "compute-bound on these cores; answers are decoded in batches of prompts of equal length only "
-        "(onnxruntime-genai does not give a left-padded row its own logits), a few rows each on the quickstart."
+        f"{r['quickstart']['finetune_s']} s (round 1: 2 to 3 minutes; 73 s on 97c0555, before answers were read "
+        "off the scoring pass and shared prefixes scored once; bf16 mixed precision has made the training before "
+        "it faster, which raises its share). What is left is compute-bound on these cores: the PyTorch side "
+        "(fp32 with the PEFT adapter: the parity reference, which bf16 would blur), the package's prefill of what "
+        "each row does not share with the one before, and the base model's answers, which no reference shows: "
+        "decoded in batches of prompts of equal length only (onnxruntime-genai does not give a left-padded row "
+        "its own logits), a few rows each, every prompt prefilled once more than its scoring did."
     ),
     "adapter_r16_slowdown": lambda r: (
         "the LoRA weights are graph inputs (the adapter file overrides them), so onnxruntime cannot fold their "

@@ -26,8 +26,8 @@ from olive_flows.evaluate.perplexity import (
     Agreement,
     PackageScorer,
     PyTorchScorer,
-    agreement,
     examples,
+    nll_and_agreement,
     scored_positions,
     token_nll,
 )
@@ -201,10 +201,11 @@ def _score(
             example = encoded[index]
             logits = package.logits(example)
             top[index] = logits.argmax(axis=-1)
-            scored = Scores(token_nll(logits, example))
-            if reference is not None:
+            if reference is None:
+                scored = Scores(token_nll(logits, example))
+            else:
                 diff = float(np.abs(reference - logits).max()) if len(logits) else 0.0
-                scored = Scores(scored.onnx, token_nll(reference, example), agreement(reference, logits), diff)
+                scored = Scores(*nll_and_agreement(reference, logits, example), diff)
             scores = scores.add(scored)
         progress.update((2 if scorer else 1) * len(batch))
     return Scored(scores, encoded, top)

@@ -112,13 +112,29 @@ def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
     positions ([scored, vocab])."""
     if not len(reference):
         return Agreement()
-    log_p = _log_softmax(reference)
-    log_q = _log_softmax(package)
+    return _agreement(_log_softmax(reference), _log_softmax(package))
+
+
+def _agreement(log_p: np.ndarray, log_q: np.ndarray) -> Agreement:
     p = np.exp(log_p)
     confident = p.max(axis=-1) >= CONFIDENT
     same = log_p.argmax(axis=-1) == log_q.argmax(axis=-1)
     return Agreement(
-        float((p * (log_p - log_q)).sum()), len(reference), int(confident.sum()), int((same & confident).sum())
+        float((p * (log_p - log_q)).sum()), len(log_p), int(confident.sum()), int((same & confident).sum())
+    )
+
+
+def nll_and_agreement(reference: np.ndarray, package: np.ndarray, example: Encoded) -> tuple[NLL, NLL, Agreement]:
+    """``token_nll`` of the package's and the reference's logits and their ``agreement``, each side's
+    log-softmax over the vocabulary computed once for all three (most of their time)."""
+    if not len(reference):
+        return NLL(), NLL(), Agreement()
+    log_p, log_q = _log_softmax(reference), _log_softmax(package)
+    rows, labels = np.arange(len(log_p)), np.array(example.labels)[scored_positions(example) + 1]
+    return (
+        NLL(float(-log_q[rows, labels].sum()), len(labels)),
+        NLL(float(-log_p[rows, labels].sum()), len(labels)),
+        _agreement(log_p, log_q),
     )
 
 
