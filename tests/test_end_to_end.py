@@ -47,12 +47,13 @@ def first_logits(package, adapter: str | None) -> np.ndarray:
     return np.array(generator.get_logits())
 
 
-def adapter_bytes(path, skip: str | None = None) -> int:
-    """Bytes of the tensors in an .onnx_adapter file (without those whose name ends with ``skip``)."""
+def adapter_bytes(path, skip: tuple[str, ...] = (".ranks",)) -> int:
+    """Bytes of the LoRA weights in an .onnx_adapter file: the tensors whose name does not end with
+    one of ``skip`` (by default the split ranks of fused LoRA A weights, package/lora_fusion.py)."""
     import onnxruntime as ort
 
     parameters = ort.AdapterFormat.read_adapter(str(path)).get_parameters()
-    return sum(t.numpy().nbytes for name, t in parameters.items() if not (skip and name.endswith(skip)))
+    return sum(t.numpy().nbytes for name, t in parameters.items() if not name.endswith(skip))
 
 
 @pytest.mark.parametrize(
@@ -329,7 +330,11 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     }
     assert nbits.pop("/lm_head/MatMul_Q8") == 8
     assert nbits and all(bits == 4 and name.endswith("_Q4_1") for name, bits in nbits.items())
-    assert all(n.op_type == "MatMul" for n in graph.node if "lora_" in n.name), "LoRA MatMuls must stay float"
+    lora = [n for n in graph.node if "lora_" in n.name]
+    assert {n.op_type for n in lora} == {"MatMul", "Split", "Concat"}, "LoRA MatMuls must stay float"
+    layers = len([n for n in graph.node if n.op_type == "GroupQueryAttention"])
+    fused = [n for n in lora if n.name.endswith("/attn/packed/lora_A/MatMul")]
+    assert len(fused) == layers, "q, k and v (packed by the Q4_1 pass) share one LoRA A MatMul per layer"
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 
@@ -348,8 +353,9 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     assert lora and all(n.input[1] in dequantized for n in lora)
     parameters = ort.AdapterFormat.read_adapter(str(int4_package / "adapters" / "dates.onnx_adapter")).get_parameters()
-    assert {t.data_type() for name, t in parameters.items() if not name.endswith(".scale")} == {"tensor(int8)"}
-    assert adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=".scale") * 4 == float_bytes
+    weights = {name: t for name, t in parameters.items() if not name.endswith((".scale", ".ranks"))}
+    assert {t.data_type() for t in weights.values()} == {"tensor(int8)"}
+    assert adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=(".scale", ".ranks")) * 4 == float_bytes
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["adapter_weights"] == "int8" and manifest["smoke_check"] == "passed"
     np.testing.assert_array_equal(first_logits(int4_package, None), float_logits[None])

@@ -25,9 +25,13 @@ INT8_MAX = 127
 
 
 def quantize_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each float tensor as int8 plus its scale (``name + SCALE_SUFFIX``, shape [1], same float type)."""
+    """Each float tensor as int8 plus its scale (``name + SCALE_SUFFIX``, shape [1], same float type);
+    other tensors as they are."""
     quantized = {}
     for name, weight in weights.items():
+        if not np.issubdtype(weight.dtype, np.floating):  # lora_fusion's split ranks
+            quantized[name] = weight
+            continue
         peak = float(np.abs(weight).max(initial=0.0))
         scale = np.array([peak / INT8_MAX if peak > 0 else 1.0], dtype=weight.dtype)  # as stored
         values = np.clip(np.rint(weight.astype(np.float32) / scale.astype(np.float32)), -INT8_MAX, INT8_MAX)

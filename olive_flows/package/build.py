@@ -19,7 +19,7 @@ from olive_flows.data.prepare import PreparedDataset
 from olive_flows.files import FolderInUse, replace_dir, staging_dir, write_json, write_text_atomic
 from olive_flows.layout import ADAPTER_DIR, ADAPTER_SUFFIX, MANIFEST, RESOLVED_RECIPE, Workspace
 from olive_flows.models.resolve import ModelRef
-from olive_flows.package import adapter_weights, graph
+from olive_flows.package import adapter_weights, graph, lora_fusion
 from olive_flows.package.assemble import PackageError, assemble
 from olive_flows.package.manifest import (
     FORMAT,
@@ -68,6 +68,7 @@ def build_package(
                 f"{len(quantized)} LoRA MatMuls were quantized (first: {quantized[0]}); "
                 "the base model would fail with no adapter active"
             )
+        lora_fusion.fuse_package(staging)
         if spec.adapter_weights == "int8":
             adapter_weights.quantize_package(staging)
         write_session_options(staging, session_options)
