@@ -87,38 +87,43 @@ class EvalSubject:
 Answered = dict[tuple[str | None, tuple[int, ...]], str]
 
 
-def _task_scores(
+def _answers(
     runtime: PackageRuntime,
-    rows: list[dict],
-    scored: Scored,
-    metrics: Sequence[str],
+    jobs: list[tuple[list[dict], Scored]],
     adapter: str | None,
     settings: Evaluation,
     progress: Progress,
     answered: Answered,
-) -> dict[str, float]:
-    """The task metrics of the package's greedy answers to ``rows``: read off the scoring pass
-    (``shown_answer``) where it shows them, generated in batches for the rest."""
-    prompts = [split_chat(row) for row in rows]
-    tokens = [runtime.prompt_tokens(prompt) for prompt, _ in prompts]
+) -> list[list[str]]:
+    """The package's greedy answers to each job's rows (held-out rows and how they scored): read off
+    the scoring pass (``shown_answer``) where it shows them; the rest of every job generated
+    together, so that prompts of one length from several datasets share a batch."""
+    tokens = [[runtime.prompt_tokens(split_chat(row)[0]) for row in rows] for rows, _ in jobs]
     stop = set(runtime.tokenizer.eos_token_ids)
-    answers: dict[int, str] = {}
-    for index, prompt in enumerate(tokens):
-        shown = shown_answer(prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens)
-        if shown is not None:
-            answers[index] = runtime.text(shown)
+    answers: dict[tuple[int, int], str] = {}
+    for job, (_, scored) in enumerate(jobs):
+        for index, prompt in enumerate(tokens[job]):
+            shown = shown_answer(prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens)
+            if shown is not None:
+                answers[job, index] = runtime.text(shown)
     progress.update(len(answers))
-    left = [i for i in range(len(tokens)) if i not in answers]
-    for batch in runtime.answer_batches(
-        [tokens[i] for i in left], adapter, settings.max_new_tokens, settings.batch_size
-    ):
+    left = [(job, index) for job, prompts in enumerate(tokens) for index in range(len(prompts))]
+    left = [key for key in left if key not in answers]
+    prompts = [tokens[job][index] for job, index in left]
+    for batch in runtime.answer_batches(prompts, adapter, settings.max_new_tokens, settings.batch_size):
         answers.update({left[i]: answer for i, answer in batch.items()})
         progress.update(len(batch))
-    answered.update({(adapter, tuple(tokens[i])): answer for i, answer in answers.items()})
-    # Answers as generated: evaluation.normalize decides what exact_match and contains ignore.
-    predictions = [answers[i] for i in range(len(prompts))]
-    references = [reference for _, reference in prompts]
-    return {m: round(score(m, predictions, references, settings.normalize), 4) for m in metrics}
+    answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in answers.items()})
+    return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)]
+
+
+def _task_scores(
+    rows: list[dict], answers: list[str], metrics: Sequence[str], settings: Evaluation
+) -> dict[str, float]:
+    """The task metrics of ``answers`` to ``rows``, as generated: evaluation.normalize decides what
+    exact_match and contains ignore."""
+    references = [split_chat(row)[1] for row in rows]
+    return {m: round(score(m, answers, references, settings.normalize), 4) for m in metrics}
 
 
 def shown_answer(
@@ -238,7 +243,7 @@ def evaluate_package(
 
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
     result["normalize"] = list(settings.normalize)  # how exact_match and contains compared
-    base_metrics: dict[str, dict[str, float]] = {}
+    base_jobs: dict[str, tuple[list[dict], Scored]] = {}  # dataset -> its rows, scored on the base
     base_total = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
     compared: dict[str, Scores] = {}
     answered: Answered = {}
@@ -252,15 +257,22 @@ def evaluate_package(
         tuned = _score(runtime, scorer, encoded, adapter, progress)
         base = _score(runtime, scorer, encoded, None, progress)
         if metrics:
-            if dataset not in base_metrics:
-                base_metrics[dataset] = _task_scores(runtime, rows, base, metrics, None, settings, progress, answered)
-            entry["metrics"] = _task_scores(runtime, rows, tuned, metrics, adapter, settings, progress, answered)
-            result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in base_metrics[dataset].items()})
+            base_jobs.setdefault(dataset, (rows, base))
+            [answers] = _answers(runtime, [(rows, tuned)], adapter, settings, progress, answered)
+            entry["metrics"] = _task_scores(rows, answers, metrics, settings)
         entry["perplexity"] = _perplexity(tuned.scores.onnx, tuned.scores.torch)
         result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base.scores.onnx, base.scores.torch)
         base_total = base_total.add(base.scores)
         compared[adapter] = tuned.scores
         result["adapters"][adapter] = entry
+    # the base's answers to every dataset at once: prompts of one length share a batch across datasets
+    answers = _answers(runtime, list(base_jobs.values()), None, settings, progress, answered)
+    base_answers = dict(zip(base_jobs, answers, strict=True))
+    for adapter in adapters:
+        dataset = subject.dataset_of[adapter]
+        if dataset in base_answers:
+            metrics = _task_scores(base_jobs[dataset][0], base_answers[dataset], settings.metrics[dataset], settings)
+            result["base"]["metrics"].update({f"{adapter}/{m}": v for m, v in metrics.items()})
     result["base"]["perplexity"] = _perplexity(base_total.onnx, base_total.torch)
     result["parity"] = _parity({"base": base_total, **compared}, subject.precision, settings.parity)
 

@@ -101,10 +101,11 @@ class Agreement:
         return self.agreed / self.confident if self.confident else None
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+def _log_softmax(logits: np.ndarray) -> Any:
+    """Log-probabilities in float64 (a torch tensor: on 2 cores twice as fast as numpy's)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(logits)).double().log_softmax(dim=-1)
 
 
 def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
@@ -115,10 +116,10 @@ def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
     return _agreement(_log_softmax(reference), _log_softmax(package))
 
 
-def _agreement(log_p: np.ndarray, log_q: np.ndarray) -> Agreement:
-    p = np.exp(log_p)
-    confident = p.max(axis=-1) >= CONFIDENT
-    same = log_p.argmax(axis=-1) == log_q.argmax(axis=-1)
+def _agreement(log_p: Any, log_q: Any) -> Agreement:
+    p = log_p.exp()
+    confident = p.max(dim=-1).values >= CONFIDENT
+    same = log_p.argmax(dim=-1) == log_q.argmax(dim=-1)
     return Agreement(
         float((p * (log_p - log_q)).sum()), len(log_p), int(confident.sum()), int((same & confident).sum())
     )
@@ -132,8 +133,8 @@ def nll_and_agreement(reference: np.ndarray, package: np.ndarray, example: Encod
     log_p, log_q = _log_softmax(reference), _log_softmax(package)
     rows, labels = np.arange(len(log_p)), np.array(example.labels)[scored_positions(example) + 1]
     return (
-        NLL(float(-log_q[rows, labels].sum()), len(labels)),
-        NLL(float(-log_p[rows, labels].sum()), len(labels)),
+        NLL(-float(log_q[rows, labels].sum()), len(labels)),
+        NLL(-float(log_p[rows, labels].sum()), len(labels)),
         _agreement(log_p, log_q),
     )
 
