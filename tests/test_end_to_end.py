@@ -212,6 +212,8 @@ def test_fp32_package_matches_pytorch_and_reports(tiny_model, tmp_path, capsys):
     largest = max(entry["max_abs_logit_diff"] for entry in parity["by"].values())
     spread = float(np.ptp(first_logits(package, "dates")))  # the logits' range after a prompt
     assert largest <= FP32_RELATIVE_LOGIT_TOLERANCE * spread, (largest, spread)
+    for entry in scores["adapters"].values():  # answers read off scoring, of the rows answered
+        assert 0 <= entry["answers_from_scoring"] <= entry["rows"]
     for entry in (scores["base"], *scores["adapters"].values()):
         assert entry["perplexity"]["pytorch"] == pytest.approx(entry["perplexity"]["onnx"], rel=1e-3)
         assert entry["decode_tokens_per_s"] > 0 and entry["time_to_first_token_s"] > 0

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TINY_CONFIGS
 
 from olive_flows.data.tokenize import IGNORE, Encoded
 from olive_flows.evaluate.perplexity import (
@@ -81,6 +82,23 @@ def test_rows_sharing_a_prefix_score_as_they_would_alone(tiny_model, tiny_packag
     alone = [scorer.batch_logits([row], None)[0] for row in batch]
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(together, alone, strict=True))
     assert [len(t) for t in together] == [len(scored_positions(r)) for r in batch]
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_CONFIGS))
+def test_pytorch_scores_rows_sharing_a_prefix_as_alone_on_every_family(tiny_model, model_type):
+    """The prefix KV cache repeated for a batch (PyTorchScorer.batch_logits) on each family's cache:
+    the logits of each row alone, without it."""
+    scorer = PyTorchScorer(str(tiny_model(model_type)), {})
+    prefix = list(range(100, 120))
+    batch = [
+        Encoded(prefix + tail, [IGNORE] * (len(prefix) + 1) + tail[1:], len(prefix) + len(tail))
+        for tail in ([5, 6, 7], [5, 8, 9, 10], [11, 12])
+    ]
+    assert scorer.slices, "transformers' own models: the prefix cache applies"
+    together = scorer.batch_logits(batch, None)
+    scorer.slices = False  # the whole sequence, no prefix cache
+    alone = [scorer.batch_logits([row], None)[0] for row in batch]
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(together, alone, strict=True)), model_type
 
 
 def olive_flows(*args: str) -> subprocess.CompletedProcess:

@@ -94,9 +94,9 @@ def _answers(
     settings: Evaluation,
     progress: Progress,
     answered: Answered,
-) -> list[list[str]]:
-    """The package's greedy answers to each job's rows (held-out rows and how they scored): read off
-    the scoring pass (``shown_answer``) where it shows them; the rest of every job generated
+) -> tuple[list[list[str]], int]:
+    """The package's greedy answers to each job's rows (held-out rows and how they scored), and how
+    many were read off the scoring pass (``shown_answer``); the rest of every job is generated
     together, so that prompts of one length from several datasets share a batch."""
     tokens = [[runtime.prompt_tokens(split_chat(row)[0]) for row in rows] for rows, _ in jobs]
     stop = set(runtime.tokenizer.eos_token_ids)
@@ -106,7 +106,8 @@ def _answers(
             shown = shown_answer(prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens)
             if shown is not None:
                 answers[job, index] = runtime.text(shown)
-    progress.update(len(answers))
+    shown_count = len(answers)
+    progress.update(shown_count)
     left = [(job, index) for job, prompts in enumerate(tokens) for index in range(len(prompts))]
     left = [key for key in left if key not in answers]
     prompts = [tokens[job][index] for job, index in left]
@@ -114,7 +115,7 @@ def _answers(
         answers.update({left[i]: answer for i, answer in batch.items()})
         progress.update(len(batch))
     answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in answers.items()})
-    return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)]
+    return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)], shown_count
 
 
 def _task_scores(
@@ -136,8 +137,8 @@ def shown_answer(
     token (``top``, at the example's scored positions) after the prompt and after each answer token
     is the reference's next one, greedy decoding would produce the reference's tokens, until an
     end-of-sequence token is the top one or ``max_new_tokens`` are out: the check speculative
-    decoding makes of a draft, with the reference as the draft. A tuned adapter mostly passes it (118
-    of the quickstart's 120 rows, each answer the one generation gives) and skips its generation."""
+    decoding makes of a draft, with the reference as the draft. A tuned adapter mostly passes it and
+    skips its generation (eval.json: answers_from_scoring)."""
     ids = example.input_ids
     if ids[: len(prompt)] != prompt:
         return None
@@ -258,7 +259,9 @@ def evaluate_package(
         base = _score(runtime, scorer, encoded, None, progress)
         if metrics:
             base_jobs.setdefault(dataset, (rows, base))
-            [answers] = _answers(runtime, [(rows, tuned)], adapter, settings, progress, answered)
+            [answers], entry["answers_from_scoring"] = _answers(
+                runtime, [(rows, tuned)], adapter, settings, progress, answered
+            )
             entry["metrics"] = _task_scores(rows, answers, metrics, settings)
         entry["perplexity"] = _perplexity(tuned.scores.onnx, tuned.scores.torch)
         result["base"]["perplexity_by_adapter"][adapter] = _perplexity(base.scores.onnx, base.scores.torch)
@@ -266,7 +269,9 @@ def evaluate_package(
         compared[adapter] = tuned.scores
         result["adapters"][adapter] = entry
     # the base's answers to every dataset at once: prompts of one length share a batch across datasets
-    answers = _answers(runtime, list(base_jobs.values()), None, settings, progress, answered)
+    answers, result["base"]["answers_from_scoring"] = _answers(
+        runtime, list(base_jobs.values()), None, settings, progress, answered
+    )
     base_answers = dict(zip(base_jobs, answers, strict=True))
     for adapter in adapters:
         dataset = subject.dataset_of[adapter]
