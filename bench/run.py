@@ -317,8 +317,9 @@ WHY_MISSED = {
         "the LoRA weights are graph inputs (the adapter file overrides them), so onnxruntime cannot fold their "
         "int8-to-float DequantizeLinear: 6 of them per layer run at every token (q, k and v share one A input "
         "since their LoRAs are fused), then 6 LoRA MatMuls, a Split, a Concat and 2 Adds in fp32 beside the int4 "
-        "base; with an adapter active each is a separate small kernel launch. With float weights the same r=16 "
-        "adapter costs "
+        "base; with an adapter active each is a separate small kernel launch. Sharing q, k and v's A took nodes "
+        "off the base (no adapter active) more than off an active adapter, so this ratio rose as the base got "
+        "faster. With float weights the same r=16 adapter costs "
         f"{_storage(r, 'float')['slowdown']['r16']:.1%}, at four times the file size; a larger rank costs more."
     ),
     "adapter_switch_ms": lambda r: (
