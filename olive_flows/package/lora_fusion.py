@@ -40,13 +40,15 @@ class Fused:
 
 @dataclass(frozen=True)
 class _Lora:
-    """``output + x @ A @ B``: the nodes and the A input of one projection's LoRA."""
+    """``output + x @ A @ B``: the nodes and the A input of one projection's LoRA, and the nodes
+    that read the sum."""
 
     x: str
     a: str
     a_matmul: Any
     b_matmul: Any
     add: Any
+    readers: list[Any]
 
 
 def _lora_of(output: str, consumers: dict[str, list[Any]], producer: dict[str, Any], inputs: set[str]) -> _Lora | None:
@@ -63,7 +65,7 @@ def _lora_of(output: str, consumers: dict[str, list[Any]], producer: dict[str, A
         return None
     if len(consumers[a_matmul.output[0]]) != 1 or len(consumers[b_matmul.output[0]]) != 1:
         return None
-    return _Lora(a_matmul.input[0], a_matmul.input[1], a_matmul, b_matmul, add)
+    return _Lora(a_matmul.input[0], a_matmul.input[1], a_matmul, b_matmul, add, consumers.get(add.output[0], []))
 
 
 def _packed_loras(graph: Any) -> list[tuple[Any, list[_Lora]]]:
@@ -108,8 +110,8 @@ def fuse_graph(model_path: Path) -> list[Fused]:
         for lora, output, part in zip(loras, split.output, parts, strict=True):
             removed.update({lora.a_matmul.output[0], lora.add.output[0]})
             lora.b_matmul.input[0] = part
-            for user in graph.node:  # what read the projection plus its LoRA reads the Split's output
-                user.input[:] = [output if name == lora.add.output[0] else name for name in user.input]
+            for reader in lora.readers:  # what read the projection plus its LoRA reads the Split's output
+                reader.input[:] = [output if name == lora.add.output[0] else name for name in reader.input]
             graph.input.remove(inputs[lora.a])
             if lora.a in defaults:
                 graph.initializer.remove(defaults[lora.a])
