@@ -167,6 +167,11 @@ class Scores:
     agreement: Agreement | None = None
     max_abs_logit_diff: float = 0.0
 
+    @classmethod
+    def none(cls, pytorch: bool) -> Scores:
+        """Nothing scored yet, with (``pytorch``) or without the PyTorch side."""
+        return cls(NLL(), NLL() if pytorch else None, Agreement() if pytorch else None)
+
     def add(self, other: Scores) -> Scores:
         both = self.torch is not None and other.torch is not None
         return Scores(
@@ -199,7 +204,7 @@ def _score(
     order = sorted(range(len(encoded)), key=lambda i: encoded[i].input_ids)
     package = PackageScorer(runtime, adapter, max((len(e.input_ids) for e in encoded), default=0) + 1)
     top: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(encoded)
-    scores = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
+    scores = Scores.none(pytorch=scorer is not None)
     for start in range(0, len(order), TORCH_BATCH):
         batch = order[start : start + TORCH_BATCH]
         references = scorer.batch_logits([encoded[i] for i in batch], adapter) if scorer else [None] * len(batch)
@@ -245,7 +250,7 @@ def evaluate_package(
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
     result["normalize"] = list(settings.normalize)  # how exact_match and contains compared
     base_jobs: dict[str, tuple[list[dict], Scored]] = {}  # dataset -> its rows, scored on the base
-    base_total = Scores(NLL(), NLL() if scorer else None, Agreement() if scorer else None)
+    base_total = Scores.none(pytorch=scorer is not None)
     compared: dict[str, Scores] = {}
     answered: Answered = {}
     for adapter in adapters:
