@@ -340,7 +340,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 
-    # int8 adapter weights: the same base, each LoRA weight int8 and dequantized in the graph
+    # int8 adapter weights: the same base, each LoRA MatMul an int8 DynamicQuantizeMatMul
     import onnxruntime as ort
 
     float_logits = {adapter: first_logits(int4_package, adapter) for adapter in (None, "dates")}
@@ -351,9 +351,9 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
     names = [i.name for i in graph.input]
     assert len(names) == len(set(names)), "each graph input once (Olive's ExtractAdapters lists LoRA inputs twice)"
-    lora = [n for n in graph.node if n.op_type == "MatMul" and "lora_" in n.name]
-    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    assert lora and all(n.input[1] in dequantized for n in lora)
+    inputs = set(names)
+    lora = [n for n in graph.node if n.op_type in ("MatMul", "DynamicQuantizeMatMul") and n.input[1] in inputs]
+    assert lora and {n.op_type for n in lora} == {"DynamicQuantizeMatMul"}, "int8 LoRA weights times 8-bit activations"
     parameters = ort.AdapterFormat.read_adapter(str(int4_package / "adapters" / "dates.onnx_adapter")).get_parameters()
     weights = {name: t for name, t in parameters.items() if not name.endswith((".scale", ".ranks"))}
     assert {t.data_type() for t in weights.values()} == {"tensor(int8)"}

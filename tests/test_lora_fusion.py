@@ -1,6 +1,6 @@
 """One LoRA A MatMul for the projections of a packed MatMul (package/lora_fusion.py): the same
 outputs as the separate LoRAs, with no adapter active, with one, with ranks that differ by module
-and with a projection an adapter leaves out."""
+and with a projection an adapter leaves out; also with int8 adapter weights (adapter_weights.py)."""
 
 from __future__ import annotations
 
@@ -115,8 +115,33 @@ def test_a_package_and_its_adapter_files_are_fused_whatever_their_ranks(tmp_path
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     ranks = load_weights(tmp_path / "adapters" / "uneven.onnx_adapter")[a_name("q") + ".fused.ranks"]
     assert ranks.tolist() == [4, 4, 2]
-    assert load_weights(tmp_path / "adapters" / "without_v.onnx_adapter")[a_name("q") + ".fused.ranks"].tolist() == [
-        8,
-        8,
-        0,
-    ]
+    without = load_weights(tmp_path / "adapters" / "without_v.onnx_adapter")
+    assert without[a_name("q") + ".fused.ranks"].tolist() == [8, 8, 1], "a left-out projection: one zero column"
+    assert not without[a_name("q") + ".fused"][:, 16:].any()
+
+
+def test_no_lora_input_is_empty_and_int8_weights_follow_the_float_ones(tmp_path):
+    """With no adapter active every LoRA weight is a zero row or column, never empty: the int8
+    package's DynamicQuantizeMatMul returns garbage for an empty one."""
+    from olive.common.utils import load_weights, save_weights
+
+    from olive_flows.package.adapter_weights import quantize_package
+
+    (tmp_path / "adapters").mkdir()
+    packed_graph(tmp_path / "model.onnx")
+    packed_graph(tmp_path / "plain.onnx")
+    without_v = {name: value for name, value in adapter(8, 7).items() if "v_proj" not in name}
+    save_weights(without_v, tmp_path / "adapters" / "without_v.onnx_adapter", "onnx_adapter")
+    fuse_package(tmp_path)
+    defaults = {i.name: list(i.dims) for i in onnx.load(tmp_path / "model.onnx").graph.initializer}
+    assert defaults[a_name("q") + ".fused"] == [HIDDEN, 3] and defaults[b_name("k")] == [1, WIDTHS["k"]]
+    quantize_package(tmp_path)
+    x = np.random.default_rng(8).normal(size=(2, HIDDEN)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    stored = load_weights(tmp_path / "adapters" / "without_v.onnx_adapter")
+    base, tuned = run(tmp_path / "plain.onnx", {"x": x}), run(tmp_path / "plain.onnx", {"x": x, **without_v})
+    for _ in range(3):  # (onnxruntime reuses its buffers: garbage from an empty weight shows on a later run)
+        for want, got in zip(base, session.run(None, {"x": x}), strict=True):
+            np.testing.assert_array_equal(got, want)
+        for want, got, before in zip(tuned, session.run(None, {"x": x, **stored}), base, strict=True):
+            assert np.abs(got - want).max() < 0.03 * max(np.abs(want - before).max(), 1e-6)

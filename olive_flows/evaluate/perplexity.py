@@ -117,12 +117,13 @@ def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
 
 
 def _agreement(log_p: Any, log_q: Any) -> Agreement:
-    p = log_p.exp()
-    confident = p.max(dim=-1).values >= CONFIDENT
-    same = log_p.argmax(dim=-1) == log_q.argmax(dim=-1)
-    return Agreement(
-        float((p * (log_p - log_q)).sum()), len(log_p), int(confident.sum()), int((same & confident).sum())
-    )
+    import torch
+
+    top, top_token = log_p.max(dim=-1)
+    confident = top.exp() >= CONFIDENT
+    same = top_token == log_q.argmax(dim=-1)
+    kl = torch.nn.functional.kl_div(log_q, log_p, reduction="sum", log_target=True)  # one pass, no temporaries
+    return Agreement(float(kl), len(log_p), int(confident.sum()), int((same & confident).sum()))
 
 
 def nll_and_agreement(reference: np.ndarray, package: np.ndarray, example: Encoded) -> tuple[NLL, NLL, Agreement]:

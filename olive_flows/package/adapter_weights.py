@@ -2,13 +2,22 @@
 
 ExtractAdapters leaves every LoRA MatMul reading its weight from an optional graph input (its
 default an empty tensor, rank 0, so the base runs with no adapter active). Here each such input
-becomes int8, with a one-element scale input of the float type beside it and a DequantizeLinear in
-front of the unchanged float MatMul; every adapter file is rewritten to match. Only the stored
-weights lose precision: the MatMul still runs on floats, with no quantized activations.
+becomes int8, with a one-element scale input of the float type beside it, and its MatMul becomes
+onnxruntime's DynamicQuantizeMatMul: the int8 weight times the activations quantized to 8 bits on
+the fly, in one node. Every adapter file is rewritten to match.
+
+One node per LoRA MatMul: a DequantizeLinear in front of a float MatMul ran twice the nodes at
+every token, empty ones with no adapter active, and cost an active r=16 adapter on the quickstart
+about twice the slowdown against the base (make bench: adapter_r16_slowdown). Rounding the LoRA
+path's activations too left the quickstart's KL divergence and perplexities as they were.
 
 One scale per tensor, symmetric: with one scale per column, onnxruntime's CPU DequantizeLinear
 made an active adapter decode much slower, and one per tensor left the quickstart's scores as they
 were. The scale input is [1], not a scalar: .onnx_adapter files cannot hold 0-d tensors.
+
+No LoRA weight is ever empty: DynamicQuantizeMatMul returns garbage for an inner dimension of 0
+(onnxruntime 1.31 and 1.32), so the rank-0 defaults become one zero row or column, which adds
+exact zeros; lora_fusion.py does the same for the parts of a fused A.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from olive_flows.layout import adapter_files
 from olive_flows.package.assemble import PackageError
 
 SCALE_SUFFIX = ".scale"
+MICROSOFT = "com.microsoft"  # the domain of onnxruntime's own operators
 INT8_MAX = 127
 
 
@@ -48,7 +58,8 @@ def quantize_adapter_file(path: Path) -> None:
 
 
 def quantize_graph(model_path: Path) -> int:
-    """Make every MatMul weight that is a graph input int8, dequantized in the graph; return how many.
+    """Make every MatMul weight that is a graph input int8, multiplied by DynamicQuantizeMatMul;
+    return how many.
 
     The base's weights are initializers, not inputs, so only the adapter weights are touched. The
     graph is rewritten without loading external weight data, which stays where it is.
@@ -68,23 +79,29 @@ def quantize_graph(model_path: Path) -> int:
             nodes.append(node)
             continue
         float_type = inputs[weight].type.tensor_type.elem_type
+        if float_type != onnx.TensorProto.FLOAT:  # DynamicQuantizeMatMul takes fp32 activations only
+            raise PackageError(f"{model_path}: LoRA weight {weight} is not fp32; int8 adapter weights need fp32")
         scale = weight + SCALE_SUFFIX
         inputs[weight].type.tensor_type.elem_type = onnx.TensorProto.INT8
         graph.input.append(helper.make_tensor_value_info(scale, float_type, [1]))
         if weight in defaults:
-            empty = np.zeros(list(defaults[weight].dims), dtype=np.int8)
-            defaults[weight].CopyFrom(numpy_helper.from_array(empty, weight))
-            one = np.ones([1], dtype=helper.tensor_dtype_to_np_dtype(float_type))
-            graph.initializer.append(numpy_helper.from_array(one, scale))
-        dequantized = weight + ".dequantized"
+            shape = [dim or 1 for dim in defaults[weight].dims]  # rank 0 -> one zero row or column
+            defaults[weight].CopyFrom(numpy_helper.from_array(np.zeros(shape, dtype=np.int8), weight))
+            graph.initializer.append(numpy_helper.from_array(np.ones([1], dtype=np.float32), scale))
         nodes.append(
-            helper.make_node("DequantizeLinear", [weight, scale], [dequantized], name=f"{node.name}_dequantize")
+            helper.make_node(
+                "DynamicQuantizeMatMul",
+                [node.input[0], weight, scale],
+                list(node.output),
+                name=node.name,
+                domain=MICROSOFT,
+            )
         )
-        node.input[1] = dequantized
-        nodes.append(node)
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
+    if count and not any(opset.domain == MICROSOFT for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MICROSOFT, 1))
     model_path.write_bytes(model.SerializeToString())
     return count
 

@@ -8,11 +8,16 @@ through their own B, concatenated and added once to the packed output before its
 
     x @ [A_q | A_k | A_v]  ->  split by rank  ->  @ B_q, @ B_k, @ B_v  ->  concat  ->  + packed
 
-One A MatMul and one Add instead of three each; no weight is stored twice and no zeros are added
-(a block-diagonal B would have tripled the B files). The ranks the split cuts at are a small int64
-input each adapter file sets ([0, 0, 0] with no adapter active), so ranks may differ by module (peft's
-rank_pattern) and an adapter without one of the projections gives it rank 0. Every adapter file is
-rewritten to match.
+One A MatMul and one Add instead of three each; no weight is stored twice (a block-diagonal B,
+with no split, would have tripled the B files). The ranks the split cuts at are a small int64
+input each adapter file sets, so ranks may differ by module (peft's rank_pattern). Every adapter
+file is rewritten to match.
+
+No part is ever empty: with no adapter active the fused A is one zero column per projection (ranks
+[1, 1, 1]) and each B one zero row, and an adapter without one of the projections gives it such a
+zero column. An empty part is a LoRA MatMul with an inner dimension of 0, on which onnxruntime's
+DynamicQuantizeMatMul (int8 adapter weights, adapter_weights.py) returns garbage, where the zeros
+add exact zeros.
 """
 
 from __future__ import annotations
@@ -117,10 +122,12 @@ def fuse_graph(model_path: Path) -> list[Fused]:
                 graph.initializer.remove(defaults[lora.a])
         graph.input.append(helper.make_tensor_value_info(fused_a, element, [width, FUSED_RANK]))
         graph.input.append(helper.make_tensor_value_info(ranks, onnx.TensorProto.INT64, [len(loras)]))
-        if names[0] in defaults:  # optional inputs: rank 0 when no adapter is active
-            empty = np.zeros([width, 0], helper.tensor_dtype_to_np_dtype(element))
-            graph.initializer.append(numpy_helper.from_array(empty, fused_a))
-            graph.initializer.append(numpy_helper.from_array(np.zeros(len(loras), np.int64), ranks))
+        if names[0] in defaults:  # optional inputs: one zero column and row each with no adapter active
+            dtype = helper.tensor_dtype_to_np_dtype(element)
+            graph.initializer.append(numpy_helper.from_array(np.zeros([width, len(loras)], dtype), fused_a))
+            graph.initializer.append(numpy_helper.from_array(np.ones(len(loras), np.int64), ranks))
+            for lora in loras:
+                _one_zero_row(defaults.get(lora.b_matmul.input[1]))
         packed = split.input[0]
         before[split.output[0]] = [
             helper.make_node("MatMul", [loras[0].x, fused_a], [f"{stem}/lora_A/output"], name=f"{stem}/lora_A/MatMul"),
@@ -150,15 +157,25 @@ def fuse_graph(model_path: Path) -> list[Fused]:
     return fused
 
 
+def _one_zero_row(default: Any) -> None:
+    """Make an empty B default (rank 0) one row of zeros, in place."""
+    from onnx import numpy_helper
+
+    if default is not None and default.dims and default.dims[0] == 0:
+        zeros = np.zeros([1, *default.dims[1:]], numpy_helper.to_array(default).dtype)
+        default.CopyFrom(numpy_helper.from_array(zeros, default.name))
+
+
 def fuse_weights(weights: dict[str, np.ndarray], fused: list[Fused]) -> dict[str, np.ndarray]:
     """An adapter's weights with each fused group's A matrices side by side and their ranks; a
-    projection the adapter leaves out has rank 0 (its B input keeps the graph's empty default)."""
+    projection the adapter leaves out gets one zero column (rank 1, its B input the graph's zero
+    row)."""
     out = {name: value for name, value in weights.items() if not any(name in group.a for group in fused)}
     for group in fused:
         present = [weights[name] for name in group.a if name in weights]
         if not present:
             continue
-        parts = [weights.get(name, np.zeros([present[0].shape[0], 0], present[0].dtype)) for name in group.a]
+        parts = [weights.get(name, np.zeros([present[0].shape[0], 1], present[0].dtype)) for name in group.a]
         out[group.fused_a] = np.concatenate(parts, axis=1)
         out[group.ranks] = np.array([part.shape[1] for part in parts], dtype=np.int64)
     return out
