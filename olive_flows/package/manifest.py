@@ -11,7 +11,10 @@ from typing import Any
 from olive_flows.files import sha256_file
 from olive_flows.layout import MANIFEST
 
-FORMAT = "olive-flows-package/1"
+# The layout of a package's graph and adapter files; a new one rebuilds packages an earlier
+# olive-flows built from the same inputs. 2: fused LoRA A with split ranks, int8 LoRA MatMuls as
+# DynamicQuantizeMatMul, no empty LoRA weight.
+FORMAT = "olive-flows-package/2"
 VERSIONED_PACKAGES = ("olive-flows", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft")
 
 
