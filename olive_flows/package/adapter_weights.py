@@ -13,7 +13,8 @@ path's activations too kept the quickstart's KL divergences to two digits and mo
 perplexity by 2e-4.
 
 One scale per tensor, symmetric: with one scale per column, onnxruntime's CPU DequantizeLinear
-(an earlier version's) made an active adapter decode much slower, and one per tensor was as exact. The scale input is [1], not a scalar: .onnx_adapter files cannot hold 0-d tensors.
+(an earlier version's) made an active adapter decode much slower, and one per tensor was as exact.
+The scale input is [1], not a scalar: .onnx_adapter files cannot hold 0-d tensors.
 
 No LoRA weight is ever empty: DynamicQuantizeMatMul returns garbage for an inner dimension of 0
 (seen on onnxruntime 1.32), so the rank-0 defaults become one zero row or column, which adds
