@@ -42,7 +42,7 @@ import numpy as np
 from olive_flows import metadata
 from olive_flows.data.prepare import clean_rows, read_dataset, split_rows
 from olive_flows.data.tokenize import Encoded, encode_chat
-from olive_flows.evaluate.perplexity import onnx_logits, scored_positions, token_nll
+from olive_flows.evaluate.perplexity import PackageScorer, scored_positions, token_nll
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
 from olive_flows.files import write_json
@@ -252,11 +252,13 @@ def quality(runtimes: dict[str, PackageRuntime], examples: list[Encoded]) -> dic
     """Mean NLL per scored token for each model; mean KL(fp32 || model) and top-1 agreement with fp32."""
     totals = {name: {"nll": 0.0, "kl": 0.0, "agree": 0} for name in runtimes}
     tokens = 0
+    capacity = max(len(example.input_ids) for example in examples) + 1
+    scorers = {name: PackageScorer(runtime, None, capacity) for name, runtime in runtimes.items()}
     for example in examples:
         tokens += len(scored_positions(example))
         reference = None
-        for name, runtime in runtimes.items():  # fp32 first: variants() lists it first
-            logits = np.asarray(onnx_logits(runtime, example, None), dtype=np.float32)
+        for name, scorer in scorers.items():  # fp32 first: variants() lists it first
+            logits = np.asarray(scorer.logits(example), dtype=np.float32)
             totals[name]["nll"] += token_nll(logits, example).total
             logp = log_softmax(logits)
             if reference is None:

@@ -17,7 +17,7 @@ from olive_flows.evaluate.perplexity import (
     Agreement,
     PackageScorer,
     PyTorchScorer,
-    agreement,
+    nll_and_agreement,
     scored_positions,
     shared_prefix,
 )
@@ -35,11 +35,11 @@ def test_agreement_is_zero_for_equal_logits_and_counts_only_scored_confident_pos
     example = encoded([IGNORE, IGNORE, 3, 4, IGNORE])
     positions = scored_positions(example)
     assert positions.tolist() == [1, 2], "the logits at positions 1 and 2 predict the labelled tokens"
-    same = agreement(logits[positions], logits[positions])
+    same = nll_and_agreement(logits[positions], logits[positions], example)[2]
     assert same.kl == pytest.approx(0.0, abs=1e-12) and (same.tokens, same.confident, same.agreed) == (2, 2, 2)
     moved = logits.copy()
     moved[1, 5] = 40.0  # the package prefers another token at position 1
-    found = agreement(logits[positions], moved[positions])
+    found = nll_and_agreement(logits[positions], moved[positions], example)[2]
     assert found.top1 == 0.5 and found.kl > 5, "one of two confident positions now disagrees, by a lot"
     assert Agreement().kl is None and Agreement().top1 is None, "nothing scored: nothing to bound"
 

@@ -56,14 +56,13 @@ def first_read(example: Encoded) -> int:
 def token_nll(logits: np.ndarray, example: Encoded) -> NLL:
     """NLL of the labelled tokens of ``example`` given the logits at its scored positions
     ([scored, vocab], in ``scored_positions`` order)."""
-    if not len(logits):
-        return NLL()
+    return _nll(_log_softmax(logits), example) if len(logits) else NLL()
+
+
+def _nll(log_probs: Any, example: Encoded) -> NLL:
+    """NLL of the labelled tokens of ``example`` given the log-probabilities at its scored positions."""
     labels = np.array(example.labels)[scored_positions(example) + 1]
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]
-    picked = logits[np.arange(len(logits)), labels]
-    return NLL(float((log_norm - picked).sum()), len(labels))
+    return NLL(-float(log_probs[np.arange(len(labels)), labels].sum()), len(labels))
 
 
 CONFIDENT = 0.5  # top-1 agreement counts the positions where PyTorch gives its top token at least this
@@ -108,15 +107,9 @@ def _log_softmax(logits: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(logits)).double().log_softmax(dim=-1)
 
 
-def agreement(reference: np.ndarray, package: np.ndarray) -> Agreement:
-    """The Agreement of ``package``'s logits with ``reference``'s (PyTorch), both at the same scored
-    positions ([scored, vocab])."""
-    if not len(reference):
-        return Agreement()
-    return _agreement(_log_softmax(reference), _log_softmax(package))
-
-
 def _agreement(log_p: Any, log_q: Any) -> Agreement:
+    """The Agreement of the package's log-probabilities ``log_q`` with PyTorch's ``log_p``, both at
+    the same scored positions ([scored, vocab])."""
     import torch
 
     top, top_token = log_p.max(dim=-1)
@@ -127,17 +120,12 @@ def _agreement(log_p: Any, log_q: Any) -> Agreement:
 
 
 def nll_and_agreement(reference: np.ndarray, package: np.ndarray, example: Encoded) -> tuple[NLL, NLL, Agreement]:
-    """``token_nll`` of the package's and the reference's logits and their ``agreement``, each side's
+    """``token_nll`` of the package's and the reference's logits and their Agreement, each side's
     log-softmax over the vocabulary computed once for all three (most of their time)."""
     if not len(reference):
         return NLL(), NLL(), Agreement()
     log_p, log_q = _log_softmax(reference), _log_softmax(package)
-    rows, labels = np.arange(len(log_p)), np.array(example.labels)[scored_positions(example) + 1]
-    return (
-        NLL(-float(log_q[rows, labels].sum()), len(labels)),
-        NLL(-float(log_p[rows, labels].sum()), len(labels)),
-        _agreement(log_p, log_q),
-    )
+    return _nll(log_q, example), _nll(log_p, example), _agreement(log_p, log_q)
 
 
 class PyTorchScorer:
