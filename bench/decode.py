@@ -19,6 +19,7 @@ import numpy as np
 
 from olive_flows.evaluate.runtime import PackageRuntime
 from olive_flows.evaluate.speed import decode_speed
+from olive_flows.package.adapter_switch import FLAG, SWITCH, branch_nodes
 
 Engine = Callable[[], dict[str, float]]  # one timed generation: time_to_first_token_s, tokens_per_s
 
@@ -157,14 +158,45 @@ def runtime_graph(model_file: Path, folder: Path) -> Any:
     return onnx.load(folder / "model.onnx", load_external_data=False)
 
 
+def unswitched_copy(package: Path, folder: Path) -> Path:
+    """A copy of ``package`` in ``folder`` whose base runs every LoRA node on its zero defaults at
+    every token, as packages did before the adapter switch (olive_flows/package/adapter_switch.py):
+    the If's adapter branch in place of the If, no adapter files. Its base's decode speed beside the
+    package's shows what the switch saves."""
+    import shutil
+
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in package.iterdir():
+        if path.is_file() and path.name != "model.onnx":
+            shutil.copy2(path, folder / path.name)
+    model = onnx.load(str(package / "model.onnx"))
+    graph = model.graph
+    switch = next(node for node in graph.node if node.name == SWITCH)
+    body = next(a.g for a in switch.attribute if a.name == "then_branch")
+    named = {value.name: output for value, output in zip(body.output, switch.output, strict=True)}
+    for node in body.node:
+        node.output[:] = [named.get(name, name) for name in node.output]
+        node.input[:] = [named.get(name, name) for name in node.input]
+    outer = [node for node in graph.node if node.name not in (SWITCH, f"{SWITCH}/Cast")]
+    del graph.node[:]
+    graph.node.extend([*outer, *body.node])
+    graph.input.remove(next(value for value in graph.input if value.name == FLAG))
+    graph.initializer.remove(next(tensor for tensor in graph.initializer if tensor.name == FLAG))
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
 def weight_bytes_per_token(graph: Any) -> int:
-    """Bytes of weights each decoded token reads in ``graph`` (runtime_graph): every initializer
-    but those only an embedding lookup reads (a float table, or the reshaped scales of a table
-    shared with the LM head), of which a token reads one row."""
+    """Bytes of weights each decoded token of the base reads in ``graph`` (runtime_graph): every
+    initializer the base runs on (not the LoRA defaults only the adapter branch reads) but those only
+    an embedding lookup reads (a float table, or the reshaped scales of a table shared with the LM
+    head), of which a token reads one row."""
     from onnx.external_data_helper import uses_external_data
 
     readers: dict[str, set[str]] = {}
-    for node in graph.graph.node:
+    for node in branch_nodes(graph.graph, "else_branch"):
         for name in node.input:
             readers.setdefault(name, set()).add(node.op_type)
     total = 0

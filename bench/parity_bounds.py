@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from olive_flows.package.adapter_switch import FLAG  # not a weight: selects the adapter branch
 from olive_flows.package.adapter_weights import SCALE_SUFFIX  # int8 adapter weights carry a scale each
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def rescaled(factor: float) -> Callable[[Path], None]:
             weights = load_weights(path)
             int8 = any(name.endswith(SCALE_SUFFIX) for name in weights)
             scaled = {
-                n: (w * np.asarray(factor, w.dtype) if n.endswith(SCALE_SUFFIX) or not int8 else w)
+                n: (w * np.asarray(factor, w.dtype) if n != FLAG and (n.endswith(SCALE_SUFFIX) or not int8) else w)
                 for n, w in weights.items()
             }
             save_weights(scaled, path, "onnx_adapter")

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,8 @@ REPO = BENCH.parent
 # llama.cpp, PyTorch and the package tuned by hand decode on all the CPUs; the package as shipped runs
 # on the threads its genai_config.json gives (olive-flows' CPU packages: one per physical core).
 THREADS = os.cpu_count() or 1
-ALL_CPUS, LLAMACPP = "package on all the CPUs", "llama.cpp"  # engine names that are not adapter names
+# engine names that are not adapter names
+ALL_CPUS, LLAMACPP, UNSWITCHED = "package on all the CPUs", "llama.cpp", "package without the adapter switch"
 TRAIN_REPEATS = 3  # per side, each side first once (training runs are long: fewer than --repeats)
 PYTORCH_ADAPTER = "dates"  # the quickstart adapter PyTorch decodes with, against the package's
 PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
@@ -65,6 +67,9 @@ LABELS = {
     "base_size_vs_gguf": "the quickstart's base model file vs the Q4_1 GGUF it is made from",
     "adapter_r16_slowdown": "decode slowdown with an r=16 adapter active, the shipped quickstart package's larger of two",
     "adapter_r16_slowdown_4_adapter_package": "the same in a four-adapter bench package (r = 8, 16, 16, 64)",
+    "adapter_r16_slowdown_vs_unswitched_base": "`adapter_r16_slowdown`'s adapter against the base of the same "
+    "package without the adapter switch (every LoRA node run on its zero defaults, as before the switch)",
+    "adapter_switch_base_speedup": "base decode as shipped vs the base of the same package without the adapter switch",
     "adapter_switch_ms": "switching adapters (new generator + set_active_adapter)",
     "package_4_adapters_vs_base": "package with 4 adapters (r = 8, 16, 16, 64, int8 weights) vs its base model file",
     "package_4_adapters_vs_weights_read": "the same vs the weights a token reads (the base model less any float "
@@ -89,6 +94,8 @@ TARGETS: dict[str, tuple[str, float] | None] = {
     "base_size_vs_gguf": ("<=", 1.15),
     "adapter_r16_slowdown": ("<=", 0.10),
     "adapter_r16_slowdown_4_adapter_package": None,
+    "adapter_r16_slowdown_vs_unswitched_base": None,
+    "adapter_switch_base_speedup": None,
     "adapter_switch_ms": ("<=", 50.0),
     "package_4_adapters_vs_base": ("<=", 1.1),
     "package_4_adapters_vs_weights_read": None,
@@ -171,14 +178,21 @@ def main() -> int:
     runtime = PackageRuntime(package)
     engines = decode.package_engines(runtime, PROMPT, [None, *runtime.adapter_names], args.tokens)
     all_cpus = decode.package_engines(PackageRuntime(package, threads=THREADS), PROMPT, [None], args.tokens)["base"]
+    unswitched_folder = Path(tempfile.mkdtemp())
+    unswitched = decode.package_engines(
+        PackageRuntime(decode.unswitched_copy(package, unswitched_folder)), PROMPT, [None], args.tokens
+    )["base"]
     gguf = _gguf()
     llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
     speeds = decode.round_robin(
-        {**engines, ALL_CPUS: all_cpus, **({LLAMACPP: llama} if llama else {})}, args.decode_rounds
+        {**engines, ALL_CPUS: all_cpus, UNSWITCHED: unswitched, **({LLAMACPP: llama} if llama else {})},
+        args.decode_rounds,
     )
+    shutil.rmtree(unswitched_folder)
     results["decode"] = {
         "package_int4": {name: speeds[name] for name in engines},
         "package_int4_all_cpus": speeds[ALL_CPUS],
+        "package_int4_unswitched": speeds[UNSWITCHED],
         "adapter_ranks": {name: manifest["adapters"][name]["r"] for name in runtime.adapter_names},
         "pytorch": decode.pytorch_speeds(
             manifest["base_model"]["path"], workspace.peft(PYTORCH_ADAPTER), PROMPT, args.tokens, args.repeats, THREADS
@@ -198,7 +212,7 @@ def main() -> int:
         "llamacpp_weight_mb_per_token": round(decode.gguf_bytes_per_token(gguf) / 1e6, 1),
         "bound_tokens_per_s": round(bound, 1),
         "fraction_reached": round(results["decode"]["package_int4"]["base"]["tokens_per_s"] / bound, 3),
-        "graph_nodes": len(graph.graph.node),  # each at least one kernel launch per token
+        "graph_nodes": len(decode.branch_nodes(graph.graph, "else_branch")),  # the base's kernel launches per token
     }
     results["sizes"] = {
         "base_model_mb": round(package_bytes(package)[0] / 1e6, 1),
@@ -292,10 +306,11 @@ WHY_MISSED = {
         "token and KL divergence against PyTorch)."
     ),
     "bandwidth_fraction": lambda r: (
-        f"a token reads {r['bandwidth']['weight_mb_per_token']} MB through {r['bandwidth']['graph_nodes']} nodes: "
-        "on a 135M model the many small nodes per layer (norms, rotary embedding, attention, the LoRA MatMul and "
-        "Add, the Q4_1 offsets MatMul and Add) cost as much as the weight traffic (onnxruntime's profile of this "
-        "package in round 1: MatMulNBits under half of the kernel time)."
+        f"a token of the base reads {r['bandwidth']['weight_mb_per_token']} MB through "
+        f"{r['bandwidth']['graph_nodes']} nodes (the LoRA nodes run only with an adapter active, "
+        f"`adapter_switch_base_speedup` {r['ratios']['adapter_switch_base_speedup']}x): on a 135M model the many "
+        "small nodes per layer (norms, rotary embedding, attention, the Q4_1 offsets MatMul and Add) cost as much "
+        "as the weight traffic (onnxruntime's profile of this package: MatMulNBits under half of the kernel time)."
     ),
     "base_size_vs_gguf": lambda r: (
         f"{r['sizes']['base_model_mb']} MB against {r['sizes']['gguf_mb']} MB. The embedding has no table of its "
@@ -314,11 +329,14 @@ WHY_MISSED = {
         "its own logits), a few rows each, every prompt prefilled once more than its scoring did."
     ),
     "adapter_r16_slowdown": lambda r: (
-        "the LoRA weights are graph inputs (the adapter file overrides them), so onnxruntime cannot fold them "
-        "into the int4 base: each layer runs 6 small int8 DynamicQuantizeMatMuls (q, k and v share one A input "
-        "since their LoRAs are fused), a Split, a Concat and 2 Adds beside it at every token, each a separate "
-        "kernel launch that the base runs on one zero row or column. A DequantizeLinear in front of a float "
-        "MatMul, as before, doubled those nodes (18.3% on 10f3bcf). With float weights the same r=16 adapter costs "
+        "the base got faster and the adapter did not: the base no longer runs the LoRA nodes (the adapter switch, "
+        f"`adapter_switch_base_speedup` {r['ratios']['adapter_switch_base_speedup']}x), and against the base as it "
+        "ran before, on every LoRA node's zero defaults, the same adapter costs "
+        f"{r['ratios']['adapter_r16_slowdown_vs_unswitched_base']:.1%} (`adapter_r16_slowdown_vs_unswitched_base`). "
+        "What an active adapter runs: the LoRA weights are graph inputs (the adapter file overrides them), so "
+        "onnxruntime cannot fold them into the int4 base, and each layer runs 6 small int8 DynamicQuantizeMatMuls "
+        "(q, k and v share one A input since their LoRAs are fused), a Split, a Concat and 2 Adds beside it at "
+        "every token, each a separate kernel launch. With float weights the same r=16 adapter costs "
         f"{_storage(r, 'float')['slowdown']['r16']:.1%}, at four times the file size; a larger rank costs more."
     ),
     "adapter_switch_ms": lambda r: (
@@ -371,18 +389,19 @@ def formatted(name: str, value: float | None) -> str:
     return f"{value}x"
 
 
-def shipped_slowdowns(r: dict[str, Any]) -> dict[str, float]:
-    """Each of the shipped quickstart package's adapters: how much slower it decodes than the base."""
+def shipped_slowdowns(r: dict[str, Any], base: float | None = None) -> dict[str, float]:
+    """Each of the shipped quickstart package's adapters: how much slower it decodes than the base
+    (or than ``base`` tokens/s)."""
     speeds = r["decode"]["package_int4"]
-    return {
-        name: 1 - speeds[name]["tokens_per_s"] / speeds["base"]["tokens_per_s"] for name in r["decode"]["adapter_ranks"]
-    }
+    base = base or speeds["base"]["tokens_per_s"]
+    return {name: 1 - speeds[name]["tokens_per_s"] / base for name in r["decode"]["adapter_ranks"]}
 
 
-def shipped_r16_slowdown(r: dict[str, Any]) -> float:
-    """The largest decode slowdown of the shipped quickstart package's r=16 adapters against its base."""
+def shipped_r16_slowdown(r: dict[str, Any], base: float | None = None) -> float:
+    """The largest decode slowdown of the shipped quickstart package's r=16 adapters against its base
+    (or against ``base`` tokens/s)."""
     ranks = r["decode"]["adapter_ranks"]
-    return round(max(slowdown for name, slowdown in shipped_slowdowns(r).items() if ranks[name] == 16), 3)
+    return round(max(slowdown for name, slowdown in shipped_slowdowns(r, base).items() if ranks[name] == 16), 3)
 
 
 def targets_table(r: dict[str, Any]) -> list[str]:
@@ -419,6 +438,10 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "base_size_vs_gguf": round(r["sizes"]["base_model_mb"] / r["sizes"]["gguf_mb"], 3),
         "adapter_r16_slowdown": shipped_r16_slowdown(r),
         "adapter_r16_slowdown_4_adapter_package": _storage(r)["slowdown"]["r16"],
+        "adapter_r16_slowdown_vs_unswitched_base": shipped_r16_slowdown(
+            r, d["package_int4_unswitched"]["tokens_per_s"]
+        ),
+        "adapter_switch_base_speedup": round(ours / d["package_int4_unswitched"]["tokens_per_s"], 3),
         "adapter_switch_ms": r["adapters"]["switch_ms"],
         "package_4_adapters_vs_base": _storage(r)["package_4_adapters_vs_base"],
         "package_4_adapters_vs_weights_read": _storage(r)["package_4_adapters_vs_weights_read"],
@@ -594,6 +617,11 @@ def report(r: dict[str, Any]) -> str:
     lines.append(
         f"| the same, base, intra_op_num_threads = all {r['settings']['threads']} CPUs | {tuned['tokens_per_s']} | "
         f"{tuned['time_to_first_token_s']} |"
+    )
+    unswitched = d["package_int4_unswitched"]
+    lines.append(
+        f"| the same, base, without the adapter switch (its LoRA nodes run on their zero defaults) | "
+        f"{unswitched['tokens_per_s']} | {unswitched['time_to_first_token_s']} |"
     )
     for setup, speed in d["pytorch"].items():
         lines.append(

@@ -113,3 +113,34 @@ def test_every_pytorch_setup_decodes(tiny_package):
     speeds = decode.pytorch_speeds(manifest["base_model"]["path"], peft, [{"role": "user", "content": "Hi"}], 4, 1, 1)
     assert list(speeds) == list(decode.PYTORCH_SETUPS)
     assert all(speed["tokens_per_s"] > 0 and speed["time_to_first_token_s"] > 0 for speed in speeds.values())
+
+
+@pytest.mark.slow
+def test_the_package_without_its_adapter_switch_runs_the_base_exactly_as_shipped(tiny_package, tmp_path):
+    """adapter_switch_base_speedup's baseline (bench/decode.py's unswitched_copy): the If's adapter
+    branch in its place, every LoRA node run on its defaults, and the base's logits unchanged."""
+    import numpy as np
+    import onnx
+
+    from olive_flows.evaluate.runtime import PackageRuntime
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import decode
+
+    copy = decode.unswitched_copy(tiny_package, tmp_path / "unswitched")
+    graph = onnx.load(copy / "model.onnx", load_external_data=False).graph
+    assert "If" not in {n.op_type for n in graph.node} and any("lora_" in n.name for n in graph.node)
+    assert not (copy / "adapters").exists()
+
+    def first_logits(package):
+        runtime = PackageRuntime(package)
+        tokens = runtime.prompt_tokens([{"role": "user", "content": "Hi"}])
+        generator = runtime.generator(len(tokens) + 2, None)
+        generator.append_tokens(tokens)
+        return np.asarray(generator.get_output("logits"))
+
+    np.testing.assert_array_equal(first_logits(copy), first_logits(tiny_package))
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with_lora = decode.weight_bytes_per_token(decode.runtime_graph(copy / "model.onnx", tmp_path / "a"))
+    without = decode.weight_bytes_per_token(decode.runtime_graph(tiny_package / "model.onnx", tmp_path / "b"))
+    assert abs(with_lora - without) < 0.01 * without, "the base's weights are read inside the If's branch"

@@ -18,6 +18,7 @@ from olive_flows.console import Console
 from olive_flows.evaluate.runtime import PackageRuntime, sliding_window
 from olive_flows.files import sha256_file
 from olive_flows.layout import adapter_files
+from olive_flows.package.adapter_switch import FLAG, branch_nodes
 from olive_flows.pipeline import run_recipe
 from olive_flows.validate.load import load_recipe
 
@@ -47,9 +48,10 @@ def first_logits(package, adapter: str | None) -> np.ndarray:
     return np.array(generator.get_logits())
 
 
-def adapter_bytes(path, skip: tuple[str, ...] = (".ranks",)) -> int:
+def adapter_bytes(path, skip: tuple[str, ...] = (".ranks", FLAG)) -> int:
     """Bytes of the LoRA weights in an .onnx_adapter file: the tensors whose name does not end with
-    one of ``skip`` (by default the split ranks of fused LoRA A weights, package/lora_fusion.py)."""
+    one of ``skip`` (by default the split ranks of fused LoRA A weights, package/lora_fusion.py, and
+    the flag that selects the adapter branch, package/adapter_switch.py)."""
     import onnxruntime as ort
 
     parameters = ort.AdapterFormat.read_adapter(str(path)).get_parameters()
@@ -296,13 +298,14 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     assert sha256_file(int4_package / "model.onnx") != before, "the cpu package was rebuilt at int8"
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
-    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "MatMulNBits")]
+    nodes = branch_nodes(graph)  # with an adapter active
+    matmuls = [n for n in nodes if n.op_type in ("MatMul", "MatMulNBits")]
     bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in matmuls if n.op_type == "MatMulNBits"}
-    lora = [n for n in graph.node if "lora_" in n.name]
+    lora = [n for n in nodes if "lora_" in n.name]
     assert lora and all(n.op_type == "MatMul" for n in lora), "LoRA MatMuls must stay float"
     assert all(n.op_type == "MatMulNBits" for n in matmuls if n not in lora), "every base MatMul is quantized"
     assert bits and set(bits.values()) == {8}
-    lm_head = [n for n in graph.node if n.name.startswith("/lm_head/")]
+    lm_head = [n for n in nodes if n.name.startswith("/lm_head/")]
     assert [n.op_type for n in lm_head] == ["MatMulNBits"] and bits[lm_head[0].name] == 8, "the LM head is 8-bit"
     assert "logits" in [o.name for o in graph.output], "onnxruntime-genai finds the logits by name"
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
@@ -327,14 +330,13 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     out = capsys.readouterr().out
     assert out.count("(OliveFlowsLoRA): from Olive's cache") == 2 and " training: " not in out
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
-    nbits = {
-        n.name: next(a.i for a in n.attribute if a.name == "bits") for n in graph.node if n.op_type == "MatMulNBits"
-    }
+    nodes = branch_nodes(graph)  # with an adapter active
+    nbits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in nodes if n.op_type == "MatMulNBits"}
     assert nbits.pop("/lm_head/MatMul_Q8") == 8
     assert nbits and all(bits == 4 and name.endswith("_Q4_1") for name, bits in nbits.items())
-    lora = [n for n in graph.node if "lora_" in n.name]
+    lora = [n for n in nodes if "lora_" in n.name]
     assert {n.op_type for n in lora} == {"MatMul", "Split", "Concat"}, "LoRA MatMuls must stay float"
-    layers = len([n for n in graph.node if n.op_type == "GroupQueryAttention"])
+    layers = len([n for n in nodes if n.op_type == "GroupQueryAttention"])
     fused = [n for n in lora if n.name.endswith("/attn/packed/lora_A/MatMul")]
     assert len(fused) == layers, "q, k and v (packed by the Q4_1 pass) share one LoRA A MatMul per layer"
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
@@ -349,15 +351,21 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     assert main(["export", str(path), *q4_1_int8, "--target", "cpu", "--precision", "int4"]) == 0
     assert capsys.readouterr().out.count("(OliveFlowsLoRA): from Olive's cache") == 2
     graph = onnx.load(int4_package / "model.onnx", load_external_data=False).graph
+    nodes = branch_nodes(graph)  # with an adapter active
     names = [i.name for i in graph.input]
     assert len(names) == len(set(names)), "each graph input once (Olive's ExtractAdapters lists LoRA inputs twice)"
     inputs = set(names)
-    lora = [n for n in graph.node if n.op_type in ("MatMul", "DynamicQuantizeMatMul") and n.input[1] in inputs]
+    lora = [n for n in nodes if n.op_type in ("MatMul", "DynamicQuantizeMatMul") and n.input[1] in inputs]
     assert lora and {n.op_type for n in lora} == {"DynamicQuantizeMatMul"}, "int8 LoRA weights times 8-bit activations"
+    adapter_inputs = inputs & {i.name for i in graph.initializer} - {FLAG}
+    assert not [n for n in branch_nodes(graph, "else_branch") if adapter_inputs & set(n.input)], "the base runs no LoRA"
     parameters = ort.AdapterFormat.read_adapter(str(int4_package / "adapters" / "dates.onnx_adapter")).get_parameters()
-    weights = {name: t for name, t in parameters.items() if not name.endswith((".scale", ".ranks"))}
+    weights = {name: t for name, t in parameters.items() if not name.endswith((".scale", ".ranks")) and name != FLAG}
     assert {t.data_type() for t in weights.values()} == {"tensor(int8)"}
-    assert adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=(".scale", ".ranks")) * 4 == float_bytes
+    assert (
+        adapter_bytes(int4_package / "adapters" / "dates.onnx_adapter", skip=(".scale", ".ranks", FLAG)) * 4
+        == float_bytes
+    )
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["adapter_weights"] == "int8" and manifest["smoke_check"] == "passed"
     np.testing.assert_array_equal(first_logits(int4_package, None), float_logits[None])

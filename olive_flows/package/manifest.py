@@ -13,8 +13,9 @@ from olive_flows.layout import MANIFEST
 
 # The layout of a package's graph and adapter files; a new one rebuilds packages an earlier
 # olive-flows built from the same inputs. 2: fused LoRA A with split ranks, int8 LoRA MatMuls as
-# DynamicQuantizeMatMul, no empty LoRA weight.
-FORMAT = "olive-flows-package/2"
+# DynamicQuantizeMatMul, no empty LoRA weight. 3: on CPU, the LoRA nodes in an If that only an
+# adapter file's flag selects (adapter_switch.py).
+FORMAT = "olive-flows-package/3"
 VERSIONED_PACKAGES = ("olive-flows", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft")
 
 
