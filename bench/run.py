@@ -110,6 +110,23 @@ TARGETS: dict[str, tuple[str, float] | None] = {
 }
 
 
+def quickstart_results() -> dict[str, Any]:
+    """bench/quickstart.py's last run (a fresh clone, timed by a script of its own) as results.json
+    holds it; nothing when it has not run."""
+    path = BENCH / "quickstart.json"
+    if not path.is_file():
+        return {}
+    q = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "quickstart": {
+            "commit": q["commit"],
+            "eval_share": q["eval_share"],
+            "finetune_s": q["finetune_s"],
+            "evaluate_s": sum(s for stage, s in q["stages_s"].items() if stage.startswith("evaluate")),
+        }
+    }
+
+
 def olive_flows(*args: str) -> float:
     """Wall time of one `olive-flows` command in a fresh process (startup included, as a user sees it)."""
     started = time.perf_counter()
@@ -155,10 +172,18 @@ def main() -> int:
     parser.add_argument("--decode-rounds", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=12)
-    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results.json")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite RESULTS.md from results.json, taking bench/quickstart.json's last run into both",
+    )
     args = parser.parse_args()
     if args.report_only:
-        (BENCH / "RESULTS.md").write_text(report(json.loads((BENCH / "results.json").read_text(encoding="utf-8"))))
+        results = json.loads((BENCH / "results.json").read_text(encoding="utf-8"))
+        results.update(quickstart_results())
+        results["ratios"] = ratios(results)
+        (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (BENCH / "RESULTS.md").write_text(report(results))
         return 0
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)  # noqa: E731
 
@@ -218,15 +243,7 @@ def main() -> int:
         "base_model_mb": round(package_bytes(package)[0] / 1e6, 1),
         "gguf_mb": round(gguf.stat().st_size / 1e6, 1),
     }
-    quickstart = BENCH / "quickstart.json"
-    if quickstart.is_file():  # bench/quickstart.py's last run: a fresh clone, timed by a script of its own
-        q = json.loads(quickstart.read_text(encoding="utf-8"))
-        results["quickstart"] = {
-            "commit": q["commit"],
-            "eval_share": q["eval_share"],
-            "finetune_s": q["finetune_s"],
-            "evaluate_s": sum(s for stage, s in q["stages_s"].items() if stage.startswith("evaluate")),
-        }
+    results.update(quickstart_results())
 
     results["serve"] = serving.serve_figures(
         package, runtime.adapter_names, gguf, PROMPT, args.tokens, args.repeats, say
