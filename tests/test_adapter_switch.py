@@ -20,8 +20,8 @@ LORA = {  # two projections, the second reading the first's output plus its LoRA
 
 
 def lora_graph(path, join: str = "Add") -> None:
-    """x -> q (fp16 weight cast at load) + LoRA -> o + LoRA -> y, the LoRA weights optional inputs
-    with one-zero-row defaults, as the package step leaves them."""
+    """x -> q (fp16 weight cast at load) + LoRA -> o + scaled LoRA -> y, the LoRA weights optional
+    inputs with one-zero-row defaults, as the package step leaves them."""
     rng = np.random.default_rng(0)
     nodes = [
         helper.make_node("Cast", ["q_w16"], ["q_w"], to=TensorProto.FLOAT, name="/q/cast"),
@@ -33,13 +33,15 @@ def lora_graph(path, join: str = "Add") -> None:
         helper.make_node("MatMul", ["h", "o_w"], ["o0"], name="/o/MatMul"),
         helper.make_node("MatMul", ["h", "o.lora_A"], ["oa"], name="/o/lora_A/MatMul"),
         helper.make_node("MatMul", ["oa", "o.lora_B"], ["ob"], name="/o/lora_B/MatMul"),
-        helper.make_node("Add", ["o0", "ob"], ["y"], name="/o/lora/Add"),
+        helper.make_node("Mul", ["ob", "o_scale"], ["obs"], name="/o/lora/Mul"),  # by a constant: still LoRA
+        helper.make_node("Add", ["o0", "obs"], ["y"], name="/o/lora/Add"),
     ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", HIDDEN])]
     inputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in LORA.items()]
     defaults = [
         numpy_helper.from_array(rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float16), "q_w16"),
         numpy_helper.from_array(rng.standard_normal((HIDDEN, HIDDEN)).astype(np.float32), "o_w"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "o_scale"),
     ]
     defaults += [
         numpy_helper.from_array(np.zeros([1 if d == "lora_r" else d for d in shape], np.float32), name)
@@ -79,7 +81,7 @@ def test_the_base_runs_without_lora_nodes_and_both_branches_match_the_whole_grap
     assert graph.node[-1].name == SWITCH and list(graph.node[-1].output) == ["y"]
     base_alone = [n.name for n in branch_nodes(graph, "else_branch")]
     assert base_alone == ["/q/cast", f"{SWITCH}/Cast", "/q/MatMul", "/act", "/o/MatMul"]
-    assert len(branch_nodes(graph)) == 2 + 9, "the adapter branch: the whole graph but the cast"
+    assert len(branch_nodes(graph)) == 2 + 10, "the adapter branch: the whole graph but the cast"
 
     for _ in range(2):
         np.testing.assert_array_equal(run(path, {"x": x}), base)

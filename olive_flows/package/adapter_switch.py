@@ -52,7 +52,7 @@ def switch_graph(model_path: Path) -> bool:
         else:
             body.append(node)
     outputs = [value.name for value in graph.output]
-    base, sources = _without_lora(model_path, body, adapter_inputs, outputs)
+    base, sources = _without_lora(model_path, body, adapter_inputs, constant, outputs)
     switch = helper.make_node(
         "If",
         [f"{FLAG}.bool"],
@@ -72,11 +72,11 @@ def switch_graph(model_path: Path) -> bool:
 
 
 def _without_lora(
-    model_path: Path, nodes: list[Any], adapter_inputs: set[str], outputs: list[str]
+    model_path: Path, nodes: list[Any], adapter_inputs: set[str], constant: set[str], outputs: list[str]
 ) -> tuple[list[Any], dict[str, str]]:
     """``nodes`` without their LoRA paths: every node computed from an adapter input is dropped and
-    each Add joining such a path to the base passes the base through (the nodes that read it are
-    rewired); also each graph output's value there."""
+    each Add joining such a path to the base (a value neither LoRA nor ``constant``) passes the base
+    through (the nodes that read it are rewired); also each graph output's value there."""
     import copy
 
     lora = set(adapter_inputs)  # values computed from adapter inputs
@@ -87,11 +87,11 @@ def _without_lora(
         if not any(from_lora):
             kept.append(copy.deepcopy(node))
             continue
-        if node.op_type == "Add" and from_lora.count(True) == 1:
-            joins[node.output[0]] = node.input[from_lora.index(False)]
+        base = [name for name, hit in zip(node.input, from_lora, strict=True) if not hit and name not in constant]
+        if node.op_type == "Add" and len(base) == 1 and from_lora.count(True) == 1:
+            joins[node.output[0]] = base[0]
             continue
-        computed = any(hit and name not in adapter_inputs for name, hit in zip(node.input, from_lora, strict=True))
-        if computed and any(name and not hit for name, hit in zip(node.input, from_lora, strict=True)):
+        if base and any(hit and name not in adapter_inputs for name, hit in zip(node.input, from_lora, strict=True)):
             raise PackageError(
                 f"{model_path}: cannot separate the LoRA nodes from the base: {node.name} ({node.op_type}) "
                 "joins a LoRA path to the base other than by adding it"
