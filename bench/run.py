@@ -327,7 +327,7 @@ WHY_MISSED = {
         f"{r['bandwidth']['graph_nodes']} nodes (the LoRA nodes run only with an adapter active, "
         f"`adapter_switch_base_speedup` {r['ratios']['adapter_switch_base_speedup']}x): on a 135M model the many "
         "small nodes per layer (norms, rotary embedding, attention, the Q4_1 offsets MatMul and Add) cost as much "
-        "as the weight traffic (onnxruntime's profile of this package: MatMulNBits under half of the kernel time)."
+        "as the weight traffic (onnxruntime's profile of the base: MatMulNBits about half of the kernel time)."
     ),
     "base_size_vs_gguf": lambda r: (
         f"{r['sizes']['base_model_mb']} MB against {r['sizes']['gguf_mb']} MB. The embedding has no table of its "
