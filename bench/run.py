@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -203,17 +202,16 @@ def main() -> int:
     runtime = PackageRuntime(package)
     engines = decode.package_engines(runtime, PROMPT, [None, *runtime.adapter_names], args.tokens)
     all_cpus = decode.package_engines(PackageRuntime(package, threads=THREADS), PROMPT, [None], args.tokens)["base"]
-    unswitched_folder = Path(tempfile.mkdtemp())
-    unswitched = decode.package_engines(
-        PackageRuntime(decode.unswitched_copy(package, unswitched_folder)), PROMPT, [None], args.tokens
-    )["base"]
-    gguf = _gguf()
-    llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
-    speeds = decode.round_robin(
-        {**engines, ALL_CPUS: all_cpus, UNSWITCHED: unswitched, **({LLAMACPP: llama} if llama else {})},
-        args.decode_rounds,
-    )
-    shutil.rmtree(unswitched_folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        unswitched = decode.package_engines(
+            PackageRuntime(decode.unswitched_copy(package, Path(tmp))), PROMPT, [None], args.tokens
+        )["base"]
+        gguf = _gguf()
+        llama = decode.llamacpp_engine(gguf, PROMPT, args.tokens, THREADS)
+        speeds = decode.round_robin(
+            {**engines, ALL_CPUS: all_cpus, UNSWITCHED: unswitched, **({LLAMACPP: llama} if llama else {})},
+            args.decode_rounds,
+        )
     results["decode"] = {
         "package_int4": {name: speeds[name] for name in engines},
         "package_int4_all_cpus": speeds[ALL_CPUS],

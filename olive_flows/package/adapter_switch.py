@@ -52,14 +52,14 @@ def switch_graph(model_path: Path) -> bool:
         else:
             body.append(node)
     outputs = [value.name for value in graph.output]
-    base, sources = _without_lora(model_path, body, adapter_inputs, constant, outputs)
+    base, bypass = _without_lora(model_path, body, adapter_inputs, constant, outputs)
     switch = helper.make_node(
         "If",
         [f"{FLAG}.bool"],
         outputs,
         name=SWITCH,
-        then_branch=_branch(body, {name: name for name in outputs}, "adapter/", "adapter_active", graph.output),
-        else_branch=_branch(base, sources, "base/", "base_alone", graph.output),
+        then_branch=_branch(body, {}, "adapter/", "adapter_active", graph.output),
+        else_branch=_branch(base, bypass, "base/", "base_alone", graph.output),
     )
     cast = helper.make_node("Cast", [FLAG], [f"{FLAG}.bool"], name=f"{SWITCH}/Cast", to=onnx.TensorProto.BOOL)
     del graph.node[:]
@@ -74,22 +74,19 @@ def switch_graph(model_path: Path) -> bool:
 def _without_lora(
     model_path: Path, nodes: list[Any], adapter_inputs: set[str], constant: set[str], outputs: list[str]
 ) -> tuple[list[Any], dict[str, str]]:
-    """``nodes`` without their LoRA paths: every node computed from an adapter input is dropped and
-    each Add joining such a path to the base (a value neither LoRA nor ``constant``) passes the base
-    through (the nodes that read it are rewired); also each graph output's value there."""
-    import copy
-
+    """The ``nodes`` not computed from an adapter input, and what each Add joining a LoRA path to the
+    base (a value neither LoRA nor ``constant``) is bypassed by: its output -> that base value."""
     lora = set(adapter_inputs)  # values computed from adapter inputs
-    joins: dict[str, str] = {}  # an Add's output -> the base value it passes through
+    bypass: dict[str, str] = {}
     kept = []
     for node in nodes:
         from_lora = [name in lora for name in node.input]
         if not any(from_lora):
-            kept.append(copy.deepcopy(node))
+            kept.append(node)
             continue
         base = [name for name, hit in zip(node.input, from_lora, strict=True) if not hit and name not in constant]
         if node.op_type == "Add" and len(base) == 1 and from_lora.count(True) == 1:
-            joins[node.output[0]] = base[0]
+            bypass[node.output[0]] = bypass.get(base[0], base[0])  # LoRA paths added one after another
             continue
         if base and any(hit and name not in adapter_inputs for name, hit in zip(node.input, from_lora, strict=True)):
             raise PackageError(
@@ -97,44 +94,35 @@ def _without_lora(
                 "joins a LoRA path to the base other than by adding it"
             )
         lora.update(node.output)
-    for node in kept:
-        node.input[:] = [_passed(joins, name) for name in node.input]
-    sources = {name: _passed(joins, name) for name in outputs}
-    if lora & set(sources.values()):
+    if lora & {bypass.get(name, name) for name in outputs}:
         raise PackageError(f"{model_path}: cannot separate the LoRA nodes from the base: a graph output needs them")
-    return kept, sources
+    return kept, bypass
 
 
-def _passed(joins: dict[str, str], name: str) -> str:
-    while name in joins:  # several LoRA paths added one after another
-        name = joins[name]
-    return name
-
-
-def _branch(nodes: list[Any], sources: dict[str, str], prefix: str, name: str, outputs: Any) -> Any:
-    """A subgraph of copies of ``nodes``, every value they compute renamed ``prefix + name`` (an
-    If's branches may not reuse a value name of the outer graph), whose outputs are the graph's,
-    each taken from the value ``sources`` names."""
+def _branch(nodes: list[Any], bypass: dict[str, str], prefix: str, name: str, outputs: Any) -> Any:
+    """A subgraph of copies of ``nodes`` ending in the graph's outputs: every value read through
+    ``bypass``, and every value the nodes compute renamed ``prefix + name`` (an If's branches may not
+    reuse a value name of the outer graph)."""
     import copy
 
     from onnx import helper
 
     nodes = [copy.deepcopy(node) for node in nodes]
     renamed = {output: prefix + output for node in nodes for output in node.output if output}
+
+    def value(name: str) -> str:
+        name = bypass.get(name, name)
+        return renamed.get(name, name)
+
     for node in nodes:
-        node.input[:] = [renamed.get(value, value) for value in node.input]
-        node.output[:] = [renamed.get(value, value) for value in node.output]
+        node.input[:] = [value(name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
     results = []
     for output in outputs:
         result = copy.deepcopy(output)
-        result.name = renamed.get(sources[output.name], sources[output.name])
+        result.name = value(output.name)
         results.append(result)
     return helper.make_graph(nodes, name, [], results)
-
-
-def mark_adapter(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """An adapter's weights with the flag that selects the switched graph's adapter branch."""
-    return {**weights, FLAG: np.ones(1, np.float32)}
 
 
 def switch_package(folder: Path) -> bool:
@@ -144,8 +132,8 @@ def switch_package(folder: Path) -> bool:
 
     if not switch_graph(folder / "model.onnx"):
         return False
-    for path in adapter_files(folder).values():
-        save_weights(mark_adapter(load_weights(path)), path, "onnx_adapter")
+    for path in adapter_files(folder).values():  # each sets the flag that selects the adapter branch
+        save_weights({**load_weights(path), FLAG: np.ones(1, np.float32)}, path, "onnx_adapter")
     return True
 
 
