@@ -1,13 +1,14 @@
 """Evaluation's answers: batches of equal-length prompts only (evaluate/runtime.py), every prompt
-answered, one prompt at a time the very answers chat gives, and answers read off the scoring pass
-only where greedy decoding gives them (evaluate/evaluation.py)."""
+answered, one prompt at a time the very answers chat gives, rows cut where their scores are settled
+without changing the others, and answers read off the scoring pass only where greedy decoding gives
+them (evaluate/evaluation.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from olive_flows.data.tokenize import IGNORE, Encoded
-from olive_flows.evaluate.evaluation import shown_answer
+from olive_flows.evaluate.evaluation import greedy_start
 from olive_flows.evaluate.perplexity import PackageScorer
 from olive_flows.evaluate.runtime import PackageRuntime, equal_length_batches
 
@@ -44,18 +45,37 @@ def answered_example(prompt: list[int], answer: list[int]) -> Encoded:
 
 
 def test_an_answer_is_read_off_scoring_only_where_greedy_decoding_would_give_it():
-    """shown_answer, on made-up top tokens: positions 2.. predict the answer [5, 6, 7] and then 9 (end)."""
+    """greedy_start, on made-up top tokens: positions 2.. predict the answer [5, 6, 7] and then 9 (end)."""
     prompt, stop = [1, 2, 3], {9}
     example = answered_example(prompt, [5, 6, 7, 9, 4])
-    assert shown_answer(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 32) == [5, 6, 7], "up to the end token"
-    assert shown_answer(prompt, example, np.array([5, 6, 9, 0, 0]), stop, 32) == [5, 6], "the end comes early"
-    assert shown_answer(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 2) == [5, 6], "max_new_tokens"
-    assert shown_answer(prompt, example, np.array([5, 8, 7, 9, 4]), stop, 32) is None, "8 is not the reference's 6"
-    assert shown_answer([1, 2, 4], example, np.array([5, 6, 7, 9, 4]), stop, 32) is None, "another prompt"
+    assert greedy_start(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 32) == ([5, 6, 7], True), "to the end token"
+    assert greedy_start(prompt, example, np.array([5, 6, 9, 0, 0]), stop, 32) == ([5, 6], True), "the end comes early"
+    assert greedy_start(prompt, example, np.array([5, 6, 7, 9, 4]), stop, 2) == ([5, 6], True), "max_new_tokens"
+    assert greedy_start(prompt, example, np.array([5, 8, 7, 9, 4]), stop, 32) == ([5, 8], False), "8: greedy's, not 6"
+    assert greedy_start(prompt, example, np.array([5, 8, 7, 9, 4]), stop, 2) == ([5, 8], True)
+    assert greedy_start([1, 2, 4], example, np.array([5, 6, 7, 9, 4]), stop, 32) == ([], False), "another prompt"
     truncated = answered_example(prompt, [5, 6])
-    assert shown_answer(prompt, truncated, np.array([5, 6]), stop, 32) is None, "the reference ends before the answer"
+    assert greedy_start(prompt, truncated, np.array([5, 6]), stop, 32) == ([5, 6], False), "the reference ends first"
     unscored = Encoded(input_ids=example.input_ids, labels=[IGNORE] * 4 + [6, 7, 9, 4], full_length=8)
-    assert shown_answer(prompt, unscored, np.array([6, 7, 9, 4]), stop, 32) is None, "no logits for the first token"
+    assert greedy_start(prompt, unscored, np.array([6, 7, 9, 4]), stop, 32) == ([], False), "no logits for the first"
+
+
+def test_a_row_cut_early_leaves_the_rest_of_its_batch_as_it_was(tiny_package):
+    """answer_batches' settled: the cut row's answer is the start of its whole answer, and the rows
+    decoded beside it get the answers they get without the cut."""
+    runtime = PackageRuntime(tiny_package)
+    prompts = [runtime.prompt_tokens([{"role": "user", "content": f"Date: {day} May 2020"}]) for day in (1, 2, 3)]
+    whole = {i: text for batch in runtime.answer_batches(prompts, None, 6, 8) for i, text in batch.items()}
+    seen: list[tuple[int, str]] = []
+
+    def settled(index: int, text: str) -> bool:
+        seen.append((index, text))
+        return index == 1
+
+    cut = {i: text for batch in runtime.answer_batches(prompts, None, 6, 8, settled) for i, text in batch.items()}
+    assert cut[0] == whole[0] and cut[2] == whole[2], "the other rows as without the cut"
+    assert cut[1] and whole[1].startswith(cut[1]) and cut[1] != whole[1], "the cut row stops after its first piece"
+    assert [text for index, text in seen if index == 1] == [cut[1]], "asked once, then never again"
 
 
 def test_scoring_a_row_whose_reference_is_the_greedy_answer_reads_that_answer_off(tiny_package):
@@ -77,8 +97,8 @@ def test_scoring_a_row_whose_reference_is_the_greedy_answer_reads_that_answer_of
         end = [next(iter(stop))] if len(answer) < 6 else []
         own = answered_example(prompt, answer + end)
         top = PackageScorer(runtime, adapter, len(own.input_ids) + 1).logits(own).argmax(axis=-1)
-        assert shown_answer(prompt, own, top, stop, 6) == answer
+        assert greedy_start(prompt, own, top, stop, 6) == (answer, True)
         assert runtime.text(answer) == runtime.generate([{"role": "user", "content": "Date: 1 May 2020"}], adapter, 6)
         other = answered_example(prompt, [answer[0] + 1, *answer[1:], *end])
         top = PackageScorer(runtime, adapter, len(other.input_ids) + 1).logits(other).argmax(axis=-1)
-        assert shown_answer(prompt, other, top, stop, 6) is None
+        assert greedy_start(prompt, other, top, stop, 6) == (answer[:1], False), "greedy's own first token"

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from olive_flows.evaluate.metrics import contains, json_fields, json_valid, metric_label, normalized, score
+from olive_flows.evaluate.metrics import (
+    NORMALIZE,
+    contains,
+    json_fields,
+    json_valid,
+    metric_label,
+    normalized,
+    score,
+    settled,
+)
 from olive_flows.validate.schema import recipe_schema
 
 DEFAULT = recipe_schema()["$defs"]["evaluation"]["properties"]["normalize"]["default"]
@@ -120,3 +131,59 @@ def test_metric_names_are_the_schema_pattern():
     pattern = re.compile(recipe_schema()["$defs"]["metric"]["pattern"])
     assert all(pattern.fullmatch(name) for name in METRIC_NAMES)
     assert pattern.fullmatch("regex:^a+$") and not pattern.fullmatch("accuracy")
+
+
+def test_an_answer_is_settled_only_when_no_continuation_changes_its_scores():
+    assert settled(["exact_match"], "The 22nd", "1993-08-22", DEFAULT)
+    assert not settled(["exact_match"], "1993-08", "1993-08-22", DEFAULT), "still on the reference"
+    assert not settled(["exact_match"], "1993-08-22 ", "1993-08-22", DEFAULT), "trailing whitespace normalizes away"
+    assert not settled(["exact_match"], "a", "and so on", ["articles"]), "'a' is dropped, 'and' is not"
+    assert settled(["exact_match"], "a b c", "and so on", ["articles"]), "the words before the last whitespace"
+    assert settled(["contains"], "it is positive, I", "positive", DEFAULT)
+    assert not settled(["contains"], "it is posit", "positive", DEFAULT)
+    assert settled(["json_valid", "json_fields"], "Elif Moreau", '{"name": "Elif"}')
+    assert not settled(["json_valid"], "Inf", "{}"), "Python's json reads Infinity"
+    assert settled(["json_valid"], "I'm sorry", "{}") and settled(["json_valid"], "I met", "{}")
+    assert settled(["json_fields"], "[1, 2", '{"a": 1}') and not settled(["json_valid"], "[1, 2", '{"a": 1}')
+    assert not settled(["json_valid", "exact_match"], "x", "xy") and not settled(["json_fields"], " ", '{"a": 1}')
+    assert not settled(["rouge_l"], "anything", "else") and not settled(["regex:\\d+"], "x", "1")
+
+
+def test_a_settled_answer_scores_as_every_continuation_of_it():
+    """Random answers cut at random points, every normalization: where the cut is settled, the cut
+    answer and the whole one score the same on each of its metrics."""
+    pieces = [
+        "a",
+        "an",
+        "the",
+        "The",
+        " ",
+        "\n",
+        ",",
+        ".",
+        "x",
+        "th",
+        "-",
+        "ß",
+        "!",
+        "1",
+        "{",
+        "}",
+        '"',
+        "I",
+        "Inf",
+        "nul",
+    ]
+    rng = random.Random(0)
+    seen = 0
+    for _ in range(20000):
+        answer = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        reference = answer[: rng.randint(0, len(answer))] if rng.random() < 0.5 else rng.choice(pieces)
+        cut = answer[: rng.randint(0, len(answer))]
+        names = [name for name in NORMALIZE if rng.random() < 0.5]
+        metrics = rng.sample(["exact_match", "contains", "json_valid"], rng.randint(1, 2))
+        if settled(metrics, cut, reference, names):
+            seen += 1
+            for metric in metrics:
+                assert score(metric, [cut], [reference], names) == score(metric, [answer], [reference], names)
+    assert seen > 2000

@@ -20,7 +20,7 @@ from olive_flows.console import Console, Progress
 from olive_flows.data.formats import split_chat
 from olive_flows.data.prepare import scored_split
 from olive_flows.data.tokenize import Encoded
-from olive_flows.evaluate.metrics import score
+from olive_flows.evaluate.metrics import score, settled
 from olive_flows.evaluate.perplexity import (
     NLL,
     Agreement,
@@ -89,33 +89,51 @@ Answered = dict[tuple[str | None, tuple[int, ...]], str]
 
 def _answers(
     runtime: PackageRuntime,
-    jobs: list[tuple[list[dict], Scored]],
+    jobs: list[tuple[list[dict], Scored, Sequence[str]]],
     adapter: str | None,
     settings: Evaluation,
     progress: Progress,
     answered: Answered,
 ) -> tuple[list[list[str]], int]:
-    """The package's greedy answers to each job's rows (held-out rows and how they scored), and how
-    many were read off the scoring pass (``shown_answer``); the rest of every job is generated
-    together, so that prompts of one length from several datasets share a batch."""
-    tokens = [[runtime.prompt_tokens(split_chat(row)[0]) for row in rows] for rows, _ in jobs]
+    """The package's greedy answers to each job's rows (held-out rows, how they scored and the
+    metrics they are scored on), and how many were read whole off the scoring pass (``greedy_start``).
+    An answer is cut where its metrics are ``settled``, the tokens scoring shows first: its scores
+    are those of the whole answer, and only whole answers go into ``answered``. The rest of every job
+    is generated together, so that prompts of one length from several datasets share a batch."""
+    tokens = [[runtime.prompt_tokens(split_chat(row)[0]) for row in rows] for rows, _, _ in jobs]
+    references = [[split_chat(row)[1] for row in rows] for rows, _, _ in jobs]
     stop = set(runtime.tokenizer.eos_token_ids)
     answers: dict[tuple[int, int], str] = {}
-    for job, (_, scored) in enumerate(jobs):
+    cut: set[tuple[int, int]] = set()
+
+    def ends(key: tuple[int, int], text: str) -> bool:
+        job, index = key
+        if done := settled(jobs[job][2], text, references[job][index], settings.normalize):
+            cut.add(key)
+        return done
+
+    for job, (_, scored, _) in enumerate(jobs):
         for index, prompt in enumerate(tokens[job]):
-            shown = shown_answer(prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens)
-            if shown is not None:
-                answers[job, index] = runtime.text(shown)
-    shown_count = len(answers)
-    progress.update(shown_count)
+            start, whole = greedy_start(
+                prompt, scored.examples[index], scored.top[index], stop, settings.max_new_tokens
+            )
+            text = runtime.text(start)
+            if whole or ends((job, index), text):
+                answers[job, index] = text
+    shown = len(answers) - len(cut)
+    progress.update(len(answers))
     left = [(job, index) for job, prompts in enumerate(tokens) for index in range(len(prompts))]
     left = [key for key in left if key not in answers]
     prompts = [tokens[job][index] for job, index in left]
-    for batch in runtime.answer_batches(prompts, adapter, settings.max_new_tokens, settings.batch_size):
+    batches = runtime.answer_batches(
+        prompts, adapter, settings.max_new_tokens, settings.batch_size, lambda i, text: ends(left[i], text)
+    )
+    for batch in batches:
         answers.update({left[i]: answer for i, answer in batch.items()})
         progress.update(len(batch))
-    answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in answers.items()})
-    return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)], shown_count
+    whole = {key: answer for key, answer in answers.items() if key not in cut}
+    answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in whole.items()})
+    return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)], shown
 
 
 def _task_scores(
@@ -127,35 +145,36 @@ def _task_scores(
     return {m: round(score(m, answers, references, settings.normalize), 4) for m in metrics}
 
 
-def shown_answer(
+def greedy_start(
     prompt: list[int], example: Encoded, top: np.ndarray, stop: set[int], max_new_tokens: int
-) -> list[int] | None:
-    """The tokens of the package's greedy answer to ``prompt`` where scoring ``example`` already shows
-    them, else None.
+) -> tuple[list[int], bool]:
+    """The first tokens of the package's greedy answer to ``prompt`` that scoring ``example`` shows,
+    and whether they are the whole answer.
 
     Scoring feeds the package the prompt followed by the reference answer. Where the package's top
     token (``top``, at the example's scored positions) after the prompt and after each answer token
     is the reference's next one, greedy decoding would produce the reference's tokens, until an
     end-of-sequence token is the top one or ``max_new_tokens`` are out: the check speculative
-    decoding makes of a draft, with the reference as the draft. A tuned adapter mostly passes it and
-    skips its generation (eval.json: answers_from_scoring)."""
+    decoding makes of a draft, with the reference as the draft. The first top token that is not the
+    reference's is greedy decoding's too; what follows it scoring does not show. A tuned adapter
+    mostly gets its whole answer this way and skips its generation (eval.json: answers_from_scoring)."""
     ids = example.input_ids
     if ids[: len(prompt)] != prompt:
-        return None
+        return [], False
     at = {int(position): index for index, position in enumerate(scored_positions(example))}
     answer: list[int] = []
     for position in range(len(prompt) - 1, len(ids) - 1):
         if position not in at:
-            return None
+            break
         token = int(top[at[position]])
         if token in stop:
-            return answer
-        if token != ids[position + 1]:
-            return None
+            return answer, True
         answer.append(token)
         if len(answer) == max_new_tokens:
-            return answer
-    return None  # the reference ends (truncated) before the answer does
+            return answer, True
+        if token != ids[position + 1]:
+            break
+    return answer, False  # the reference ends (truncated) before the answer does, or scoring shows no more
 
 
 @dataclass
@@ -249,7 +268,7 @@ def evaluate_package(
 
     result: dict[str, Any] = {"base": {"metrics": {}, "perplexity_by_adapter": {}}, "adapters": {}}
     result["normalize"] = list(settings.normalize)  # how exact_match and contains compared
-    base_jobs: dict[str, tuple[list[dict], Scored]] = {}  # dataset -> its rows, scored on the base
+    base_jobs: dict[str, tuple[list[dict], Scored, Sequence[str]]] = {}  # dataset -> rows, base scores, metrics
     base_total = Scores.none(pytorch=scorer is not None)
     compared: dict[str, Scores] = {}
     answered: Answered = {}
@@ -263,9 +282,9 @@ def evaluate_package(
         tuned = _score(runtime, scorer, encoded, adapter, progress)
         base = _score(runtime, scorer, encoded, None, progress)
         if metrics:
-            base_jobs.setdefault(dataset, (rows, base))
+            base_jobs.setdefault(dataset, (rows, base, metrics))
             [answers], entry["answers_from_scoring"] = _answers(
-                runtime, [(rows, tuned)], adapter, settings, progress, answered
+                runtime, [(rows, tuned, metrics)], adapter, settings, progress, answered
             )
             entry["metrics"] = _task_scores(rows, answers, metrics, settings)
         entry["perplexity"] = _perplexity(tuned.scores.onnx, tuned.scores.torch)

@@ -131,3 +131,43 @@ def score(metric: str, predictions: list[str], references: list[str], normalize:
     if metric in CORPUS:
         return CORPUS[metric](predictions, references)
     return _mean([PER_ROW[metric](p, r) for p, r in zip(predictions, references, strict=True)])
+
+
+# How what json.loads accepts starts: a JSON value's first character, or a whole literal (Python's
+# NaN and Infinity included).
+_JSON_STARTS = frozenset('{["-0123456789')
+_JSON_LITERALS = ("true", "false", "null", "NaN", "Infinity")
+
+
+def _may_be_json(text: str) -> bool:
+    """False when no text added to ``text`` makes it parse with json.loads."""
+    text = text.lstrip()
+    return not text or text[0] in _JSON_STARTS or any(text[: len(w)] == w[: len(text)] for w in _JSON_LITERALS)
+
+
+def settled(metrics: Collection[str], answer: str, reference: str, normalize: Collection[str] = ()) -> bool:
+    """True when no text added to ``answer``, an answer still being generated, can change its score
+    on any of ``metrics`` against ``reference``: evaluation stops generating it there.
+
+    exact_match and contains rely on each ``NORMALIZE`` step mapping a prefix of the answer to a
+    prefix of what the whole answer normalizes to; ``articles`` does so only for whole words ('a'
+    normalizes to nothing, 'and' does not), so with it they read the answer up to its last
+    whitespace. json_valid is settled (at 0) by a start no JSON value has, json_fields by any start
+    but an object's. The others read the whole answer."""
+    words = answer
+    if "articles" in normalize:
+        words = answer[: max((i + 1 for i, c in enumerate(answer) if c.isspace()), default=0)]
+    head = answer.lstrip()[:1]
+    for metric in metrics:
+        if metric in NORMALIZED_METRICS:
+            done, expected = normalized(words, normalize), normalized(reference, normalize)
+            if (metric == "exact_match" and expected.startswith(done)) or (
+                metric == "contains" and expected not in done
+            ):
+                return False
+        elif metric == "json_valid":
+            if _may_be_json(answer):
+                return False
+        elif metric != "json_fields" or head in ("", "{"):
+            return False
+    return True

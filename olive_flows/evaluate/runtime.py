@@ -185,13 +185,20 @@ class PackageRuntime:
                 generator.append_tokens([token])
 
     def answer_batches(
-        self, prompts: list[list[int]], adapter: str | None, max_new_tokens: int, batch_size: int
+        self,
+        prompts: list[list[int]],
+        adapter: str | None,
+        max_new_tokens: int,
+        batch_size: int,
+        settled: Callable[[int, str], bool] | None = None,
     ) -> Iterator[dict[int, str]]:
         """Greedy answers to the token lists ``prompts``, one batch (``equal_length_batches``) at a
         time: a dict from prompt index to answer. Decoding a batch reads the weights once for all its
         rows, about twice the answers per second of ``generate`` on the quickstart; its numbers are
         not bit for bit those of one row alone, so where two tokens tie within a logit's noise an
-        answer can differ from the one ``generate`` gives."""
+        answer can differ from the one ``generate`` gives. A row whose answer so far ``settled``
+        (prompt index, text) accepts ends there, and the batch once all its rows have ended: the
+        rows it keeps decoding get the same tokens as without it."""
         stop = set(self.tokenizer.eos_token_ids)
         for batch in equal_length_batches([len(p) for p in prompts], batch_size):
             length = len(prompts[batch[0]])
@@ -207,8 +214,10 @@ class PackageRuntime:
                 for row, token in enumerate(generator.get_next_tokens()):
                     if row in ended or token in stop:
                         ended.add(row)
-                    else:
-                        texts[row].append(streams[row].decode(token))
+                        continue
+                    texts[row].append(streams[row].decode(token))
+                    if settled is not None and settled(batch[row], "".join(texts[row])):
+                        ended.add(row)
             yield {i: "".join(text) for i, text in zip(batch, texts, strict=True)}
 
     def stream(
