@@ -337,11 +337,11 @@ WHY_MISSED = {
         f"measured on {r['quickstart']['commit'][:7]}: evaluation took {r['quickstart']['evaluate_s']} s of "
         f"{r['quickstart']['finetune_s']} s (round 1: 2 to 3 minutes; 73 s on 97c0555, before answers were read "
         "off the scoring pass and shared prefixes scored once; bf16 mixed precision has made the training before "
-        "it faster, which raises its share). What is left is compute-bound on these cores: the PyTorch side "
-        "(fp32 with the PEFT adapter: the parity reference, which bf16 would blur), the package's prefill of what "
-        "each row does not share with the one before, and the base model's answers, which no reference shows: "
-        "decoded in batches of prompts of equal length only (onnxruntime-genai does not give a left-padded row "
-        "its own logits), a few rows each, every prompt prefilled once more than its scoring did."
+        "it faster, which raises its share). Answers are read off the scoring pass or cut where their scores are "
+        "settled, so the untuned base is hardly generated at all; what is left is compute-bound on these cores: "
+        "the PyTorch side (fp32 with the PEFT adapter: the parity reference, which bf16 would blur), the package's "
+        "prefill of what each row does not share with the one before, and the decode-speed runs (three per "
+        "adapter and the base)."
     ),
     "adapter_r16_slowdown": lambda r: (
         "the base got faster and the adapter did not: the base no longer runs the LoRA nodes (the adapter switch, "
