@@ -145,6 +145,16 @@ def _may_be_json(text: str) -> bool:
     return not text or text[0] in _JSON_STARTS or any(text[: len(w)] == w[: len(text)] for w in _JSON_LITERALS)
 
 
+# Per metric: whether text added to an answer can still change its score, given the answer so far,
+# its normalized whole words, and the normalized reference. A metric not listed stays open.
+_OPEN: dict[str, Callable[[str, str, str], bool]] = {
+    "exact_match": lambda answer, words, reference: reference.startswith(words),
+    "contains": lambda answer, words, reference: reference not in words,
+    "json_valid": lambda answer, words, reference: _may_be_json(answer),
+    "json_fields": lambda answer, words, reference: answer.lstrip()[:1] in ("", "{"),
+}
+
+
 def settled(metrics: Collection[str], answer: str, reference: str, normalize: Collection[str] = ()) -> bool:
     """True when no text added to ``answer``, an answer still being generated, can change its score
     on any of ``metrics`` against ``reference``: evaluation stops generating it there.
@@ -153,21 +163,9 @@ def settled(metrics: Collection[str], answer: str, reference: str, normalize: Co
     prefix of what the whole answer normalizes to; ``articles`` does so only for whole words ('a'
     normalizes to nothing, 'and' does not), so with it they read the answer up to its last
     whitespace. json_valid is settled (at 0) by a start no JSON value has, json_fields by any start
-    but an object's. The others read the whole answer."""
+    but an object's."""
     words = answer
     if "articles" in normalize:
         words = answer[: max((i + 1 for i, c in enumerate(answer) if c.isspace()), default=0)]
-    head = answer.lstrip()[:1]
-    for metric in metrics:
-        if metric in NORMALIZED_METRICS:
-            done, expected = normalized(words, normalize), normalized(reference, normalize)
-            if (metric == "exact_match" and expected.startswith(done)) or (
-                metric == "contains" and expected not in done
-            ):
-                return False
-        elif metric == "json_valid":
-            if _may_be_json(answer):
-                return False
-        elif metric != "json_fields" or head in ("", "{"):
-            return False
-    return True
+    words, reference = normalized(words, normalize), normalized(reference, normalize)
+    return not any(_OPEN.get(metric, lambda *_: True)(answer, words, reference) for metric in metrics)
