@@ -1,5 +1,5 @@
 """The default recipe end to end through the real command, as `make finetune` runs it: full training and
-evaluation (slow: about 8 minutes on 2 cores). Each adapter must beat the base on its task."""
+evaluation (slow: about 4 to 5 minutes on 2 cores). Each adapter must beat the base on its task."""
 
 from __future__ import annotations
 
