@@ -97,18 +97,19 @@ def _answers(
 ) -> tuple[list[list[str]], int]:
     """The package's greedy answers to each job's rows (held-out rows, how they scored and the
     metrics they are scored on), and how many were read whole off the scoring pass (``greedy_start``).
-    An answer is cut where its metrics are ``settled``, the tokens scoring shows first: its scores
-    are those of the whole answer, and only whole answers go into ``answered``. The rest of every job
-    is generated together, so that prompts of one length from several datasets share a batch."""
-    tokens = [[runtime.prompt_tokens(split_chat(row)[0]) for row in rows] for rows, _, _ in jobs]
-    references = [[split_chat(row)[1] for row in rows] for rows, _, _ in jobs]
+    An answer is cut where its metrics are ``settled``, often already by the tokens scoring shows:
+    its scores are those of the whole answer, and only whole answers go into ``answered``. The rest
+    of every job is generated together, so that prompts of one length from several datasets share a
+    batch."""
+    chats = [[split_chat(row) for row in rows] for rows, _, _ in jobs]  # (prompt messages, reference) per row
+    tokens = [[runtime.prompt_tokens(messages) for messages, _ in job] for job in chats]
     stop = set(runtime.tokenizer.eos_token_ids)
     answers: dict[tuple[int, int], str] = {}
     cut: set[tuple[int, int]] = set()
 
     def ends(key: tuple[int, int], text: str) -> bool:
         job, index = key
-        if done := settled(jobs[job][2], text, references[job][index], settings.normalize):
+        if done := settled(jobs[job][2], text, chats[job][index][1], settings.normalize):
             cut.add(key)
         return done
 
@@ -131,8 +132,8 @@ def _answers(
     for batch in batches:
         answers.update({left[i]: answer for i, answer in batch.items()})
         progress.update(len(batch))
-    whole = {key: answer for key, answer in answers.items() if key not in cut}
-    answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in whole.items()})
+    complete = {key: answer for key, answer in answers.items() if key not in cut}
+    answered.update({(adapter, tuple(tokens[job][index])): answer for (job, index), answer in complete.items()})
     return [[answers[job, index] for index in range(len(prompts))] for job, prompts in enumerate(tokens)], shown
 
 
