@@ -350,8 +350,9 @@ WHY_MISSED = {
         f"{r['ratios']['adapter_r16_slowdown_vs_unswitched_base']:.1%} (`adapter_r16_slowdown_vs_unswitched_base`). "
         "What an active adapter runs: the LoRA weights are graph inputs (the adapter file overrides them), so "
         "onnxruntime cannot fold them into the int4 base, and each layer runs 6 small int8 DynamicQuantizeMatMuls "
-        "(q, k and v share one A input since their LoRAs are fused), a Split, a Concat and 2 Adds beside it at "
-        "every token, each a separate kernel launch. With float weights the same r=16 adapter costs "
+        "(q, k and v share one A input since their LoRAs are fused), a Split and a Concat beside it at every "
+        "token, each a separate kernel launch (their outputs join the projections in the Sums that add the Q4_1 "
+        "offsets). With float weights the same r=16 adapter costs "
         f"{_storage(r, 'float')['slowdown']['r16']:.1%}, at four times the file size; a larger rank costs more."
     ),
     "adapter_switch_ms": lambda r: (

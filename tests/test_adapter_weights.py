@@ -8,7 +8,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from olive_flows.package.adapter_weights import SCALE_SUFFIX, quantize_adapter_file, quantize_graph, quantize_weights
+from olive_flows.package.adapter_weights import (
+    INT8_MAX,
+    MICROSOFT,
+    SCALE_SUFFIX,
+    quantize_adapter_file,
+    quantize_graph,
+    quantize_weights,
+)
 
 A, B = "layers.0.q_proj.lora_A.weight", "layers.0.q_proj.lora_B.weight"
 
@@ -47,10 +54,34 @@ def test_weights_round_to_int8_with_one_scale_per_tensor(dtype):
     quantized = quantize_weights({"w": weight, "zero": np.zeros((4, 4), dtype)})
     scale = quantized["w" + SCALE_SUFFIX]
     assert quantized["w"].dtype == np.int8 and scale.dtype == dtype and scale.shape == (1,)
-    assert np.abs(quantized["w"]).max() == 127
+    assert np.abs(quantized["w"]).max() == INT8_MAX == 63
     restored = quantized["w"].astype(np.float32) * scale.astype(np.float32)
     assert np.abs(restored - weight.astype(np.float32)).max() <= scale.astype(np.float32)[0] / 2 * 1.001
     assert not quantized["zero"].any() and quantized["zero" + SCALE_SUFFIX][0] == 1
+
+
+def test_int8_weights_multiply_within_two_percent_on_this_cpu():
+    """Weights spread over their whole range, times activations of both signs, through onnxruntime's
+    DynamicQuantizeMatMul as a package runs them: on an x86 CPU without VNNI, codes up to 127
+    overflowed the kernel's 16-bit pair sums (errors of 16% and more); 7-bit codes leave only the
+    rounding of the activations."""
+    k, n = 576, 48
+    nodes = [helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s"], ["y"], domain=MICROSOFT)]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k]),
+        helper.make_tensor_value_info("w", TensorProto.INT8, [k, n]),
+        helper.make_tensor_value_info("s", TensorProto.FLOAT, [1]),
+    ]
+    graph = helper.make_graph(nodes, "dqmm", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    opsets = [helper.make_opsetid("", 21), helper.make_opsetid(MICROSOFT, 1)]
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        quantized = quantize_weights({"w": rng.uniform(-1, 1, (k, n)).astype(np.float32)})
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        (y,) = session.run(None, {"x": x, "w": quantized["w"], "s": quantized["w" + SCALE_SUFFIX]})
+        want = x @ (quantized["w"].astype(np.float32) * quantized["w" + SCALE_SUFFIX])
+        assert np.abs(y - want).max() < 0.02 * np.abs(want).max()
 
 
 def test_graph_multiplies_int8_adapter_inputs_and_runs_with_and_without_an_adapter(tmp_path):
@@ -80,7 +111,8 @@ def test_graph_multiplies_int8_adapter_inputs_and_runs_with_and_without_an_adapt
         np.testing.assert_array_equal(no_adapter, float_base)  # zero defaults: the base alone, exactly
         (with_adapter,) = session.run(None, {"x": x, **quantize_weights({A: lora_a, B: lora_b})})
     effect = np.abs(float_adapter - float_base).max()
-    assert np.abs(with_adapter - float_adapter).max() < 0.02 * effect, "int8 keeps the adapter's effect within 2%"
+    # 7-bit codes: 2.2% here, where 8-bit ones had passed at 2% on CPUs with VNNI and missed by far without
+    assert np.abs(with_adapter - float_adapter).max() < 0.04 * effect, "int8 keeps the adapter's effect within 4%"
 
 
 def test_adapter_file_is_rewritten_in_int8_at_a_quarter_of_the_size(tmp_path):

@@ -339,6 +339,11 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     layers = len([n for n in nodes if n.op_type == "GroupQueryAttention"])
     fused = [n for n in lora if n.name.endswith("/attn/packed/lora_A/MatMul")]
     assert len(fused) == layers, "q, k and v (packed by the Q4_1 pass) share one LoRA A MatMul per layer"
+    for branch in ("then_branch", "else_branch"):  # merge_nodes: no Split between q/k/v and the attention
+        attention = [n for n in branch_nodes(graph, branch) if n.op_type == "GroupQueryAttention"]
+        assert len(attention) == layers and all(list(n.input[1:3]) == ["", ""] for n in attention)
+    joins = {n.op_type for n in nodes if n.name.endswith("/lora/Add")}
+    assert joins == {"Sum"}, "an active adapter joins each projection in the Sum that adds its Q4_1 offsets"
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["target"]["int4"]["algorithm"] == "q4_1" and manifest["smoke_check"] == "passed"
 

@@ -144,4 +144,4 @@ def test_no_lora_input_is_empty_and_int8_weights_follow_the_float_ones(tmp_path)
         for want, got in zip(base, session.run(None, {"x": x}), strict=True):
             np.testing.assert_array_equal(got, want)
         for want, got, before in zip(tuned, session.run(None, {"x": x, **stored}), base, strict=True):
-            assert np.abs(got - want).max() < 0.03 * max(np.abs(want - before).max(), 1e-6)
+            assert np.abs(got - want).max() < 0.06 * max(np.abs(want - before).max(), 1e-6)  # 7-bit codes

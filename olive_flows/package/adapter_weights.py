@@ -14,6 +14,11 @@ perplexity by 2e-4.
 
 One scale per tensor, symmetric: with one scale per column, onnxruntime's CPU DequantizeLinear
 (an earlier version's) made an active adapter decode much slower, and one per tensor was as exact.
+The codes use 7 bits of the 8 (-63..63), what onnxruntime's own quantizer calls reduce_range: on
+x86 CPUs without VNNI (AVX2 only, as on many laptops) its u8 x s8 kernel adds pairs of products in
+16 bits, and 255 * 127 * 2 overflows them. With codes up to 127 a random weight came back from
+DynamicQuantizeMatMul on such a CPU with 16% error (median over 20 draws, up to 42%); with codes up
+to 63, 0.75% (tests/test_adapter_weights.py checks this on whatever CPU runs it).
 The scale input is [1], not a scalar: .onnx_adapter files cannot hold 0-d tensors.
 
 No LoRA weight is ever empty: DynamicQuantizeMatMul returns garbage for an inner dimension of 0
@@ -32,7 +37,7 @@ from olive_flows.package.assemble import PackageError
 
 SCALE_SUFFIX = ".scale"
 MICROSOFT = "com.microsoft"  # the domain of onnxruntime's own operators
-INT8_MAX = 127
+INT8_MAX = 63  # 7 bits: see the module docstring
 
 
 def quantize_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from olive_flows.data.prepare import PreparedDataset
 from olive_flows.files import FolderInUse, replace_dir, staging_dir, write_json, write_text_atomic
 from olive_flows.layout import ADAPTER_DIR, ADAPTER_SUFFIX, MANIFEST, RESOLVED_RECIPE, Workspace
 from olive_flows.models.resolve import ModelRef
-from olive_flows.package import adapter_switch, adapter_weights, graph, lora_fusion
+from olive_flows.package import adapter_switch, adapter_weights, graph, lora_fusion, merge_nodes
 from olive_flows.package.assemble import PackageError, assemble
 from olive_flows.package.manifest import (
     FORMAT,
@@ -73,6 +73,8 @@ def build_package(
             adapter_weights.quantize_package(staging)
         if spec.profile.get("adapter_switch"):
             adapter_switch.switch_package(staging)
+        if spec.profile.get("merge_nodes"):
+            merge_nodes.merge_graph(staging / "model.onnx")
         write_session_options(staging, session_options)
         manifest = {
             "format": FORMAT,
