@@ -330,8 +330,8 @@ WHY_MISSED = {
     "base_size_vs_gguf": lambda r: (
         f"{r['sizes']['base_model_mb']} MB against {r['sizes']['gguf_mb']} MB. The embedding has no table of its "
         "own (it reads the 8-bit LM head's blocks, as the GGUF's tied Q8_0 table serves both) and the Q4_1 blocks' "
-        "steps and minima are stored in fp16 like the GGUF's; what is left is the LM head's fp32 scale and zero "
-        "point per block (GGUF: one fp16 scale) and the rotary embedding's cos/sin tables."
+        "steps and minima and the LM head's Q8_0 steps are stored in fp16 like the GGUF's; what is left is the "
+        "Q4_1 pass's block-sum columns, the norms and the rotary embedding's cos/sin tables."
     ),
     "eval_share": lambda r: (
         f"measured on {r['quickstart']['commit'][:7]}: evaluation took {r['quickstart']['evaluate_s']} s of "

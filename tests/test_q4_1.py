@@ -8,7 +8,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from olive_flows.plugins import package_config
-from olive_flows.plugins.q4_1_pass import quantize_q4_1
+from olive_flows.plugins.q4_1_pass import q8_0_blocks, quantize_q4_1
 
 K, N, BLOCK = 64, 48, 32
 rng = np.random.default_rng(0)
@@ -22,6 +22,15 @@ def q4_1_grid_weight() -> np.ndarray:
     step = rng.uniform(0.01, 0.05, size=(N, K // BLOCK, 1)).astype(np.float16).astype(np.float32)
     low = rng.uniform(-0.4, 0.0, size=(N, K // BLOCK, 1)).astype(np.float16).astype(np.float32)
     return (low + step * codes).reshape(N, K).T.astype(np.float32)
+
+
+def q8_0_grid_weight(k: int, n: int) -> np.ndarray:
+    """A (k, n) weight as a Q8_0 GGUF dequantizes it: per block of 32 along k, d * q with the step d
+    in fp16 and q in -127..127, each block's largest |q| 127 (llama.cpp's d is the block's max / 127)."""
+    codes = rng.integers(-127, 128, size=(n, k // BLOCK, BLOCK))
+    codes[..., 0] = rng.choice([-127, 127], size=(n, k // BLOCK))
+    step = rng.uniform(1e-4, 1e-2, size=(n, k // BLOCK, 1)).astype(np.float16).astype(np.float32)
+    return (step * codes).reshape(n, k).T.astype(np.float32)
 
 
 def two_matmul_model(w1: np.ndarray, w2: np.ndarray) -> onnx.ModelProto:
@@ -66,6 +75,27 @@ def test_q4_1_weights_survive_exactly_and_the_lm_head_goes_to_8_bits():
     assert bits == {"/body/MatMul_Q4_1": 4, "/lm_head/MatMul_Q8": 8}
     assert [o.name for o in both.graph.output] == ["logits"]
     np.testing.assert_allclose(run(both, x), expected, rtol=0.05, atol=0.02)
+
+
+def test_q8_0_weights_survive_exactly_in_the_8_bit_lm_head():
+    """The LM head goes to Q8_0 blocks that hold a Q8_0 grid weight (SmolLM2's tied GGUF embedding)
+    exactly: the codes and fp16 steps give back every weight, and the head computes what the float
+    MatMul does but for int8 activations (exact at accuracy_level 1)."""
+    weight = q8_0_grid_weight(K, N)
+    codes, steps = q8_0_blocks(weight, BLOCK)
+    back = (codes.astype(np.float32) - 128) * steps.astype(np.float32)[..., None]
+    np.testing.assert_array_equal(back.reshape(N, K).T, weight)
+    model = two_matmul_model(np.eye(K, dtype=np.float32), weight)
+    x = rng.normal(size=(1, 3, K)).astype(np.float32)
+    exact = quantize_q4_1(
+        onnx.load_from_string(model.SerializeToString()), BLOCK, 1, {"/body/MatMul"}, {"/lm_head/MatMul"}
+    )
+    stored = {i.name: i.data_type for i in exact.graph.initializer if i.name.startswith("/lm_head/")}
+    assert stored == {
+        "/lm_head/MatMul_Q8_codes": TensorProto.UINT8,
+        "/lm_head/MatMul_Q8_scales_fp16": TensorProto.FLOAT16,
+    }
+    np.testing.assert_allclose(run(exact, x), run(model, x), rtol=1e-5, atol=1e-6)
 
 
 def test_q4_1_is_closer_than_symmetric_rounding_on_ordinary_weights():
@@ -120,7 +150,7 @@ def test_matmuls_sharing_an_input_become_one_kernel_with_the_same_outputs():
 
 def tied_model(tied: bool) -> onnx.ModelProto:
     """Embedding -> MatMul -> LM head, the head's weight the table transposed when ``tied``."""
-    table = rng.normal(0, 0.05, size=(N, K)).astype(np.float32)
+    table = q8_0_grid_weight(K, N).T.copy()  # as SmolLM2's GGUF embedding
     head = table.T.copy() if tied else rng.normal(0, 0.05, size=(K, N)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["table", "ids"], ["embedded"], name="/model/embed_tokens/Gather"),
@@ -142,8 +172,8 @@ def tied_model(tied: bool) -> onnx.ModelProto:
 
 
 def test_a_tied_embedding_reads_the_8_bit_lm_head():
-    """A tied embedding loses its float table and gathers the LM head's 8-bit rows (the same codes,
-    scales and zero points); an untied one keeps its table."""
+    """A tied embedding loses its float table and gathers the LM head's Q8_0 rows (the same codes and
+    steps), exactly for a table on a Q8_0 grid; an untied one keeps its table."""
     ids = np.array([[0, 7, N - 1, 7]], dtype=np.int64)
     for tied in (True, False):
         model = tied_model(tied)
@@ -156,7 +186,7 @@ def test_a_tied_embedding_reads_the_8_bit_lm_head():
         if tied:
             assert "Gather" not in ops and "table" not in names, "no float table is left"
             assert ops["GatherBlockQuantized"].input[0] == ops["MatMulNBits"].input[1], "the head's own codes"
-            np.testing.assert_allclose(embedded[0], weights["table"][ids[0]], atol=0.002)
+            np.testing.assert_array_equal(embedded[0], weights["table"][ids[0]])
         else:
             assert "GatherBlockQuantized" not in ops and "table" in names, "an untied embedding keeps its table"
             np.testing.assert_array_equal(embedded[0], weights["table"][ids[0]])

@@ -13,13 +13,16 @@ that read the same input (q/k/v, gate/up, or one alone) become
 
 and a Split back to each MatMul's output. The offsets MatMul and its Add still cost a 135M model
 about a sixth of its decode speed (less on larger ones): it is a single-threaded fp32 GEMV over as
-many bytes as the scales. The nodes in ``int8_nodes`` (the LM head) get 8-bit round-to-nearest
-through onnxruntime's MatMulNBitsQuantizer, which keeps the graph's output names. A tied embedding
-(its table the LM head's weight transposed, as in SmolLM2) then reads the LM head's 8-bit blocks
-through GatherBlockQuantized instead of keeping its own float table: the quickstart's base model
-went from 230 MB to 117 MB, with the same answers and decode speed and base perplexity 2.7365
-against 2.7378 (the float table is the GGUF's Q8_0 embedding, which the 8-bit head re-rounds).
-Storing the steps and minima in fp16 (``_fp32_at_load``) then took it to 104 MB.
+many bytes as the scales. The nodes in ``int8_nodes`` (the LM head) get llama.cpp's Q8_0: 8-bit
+symmetric blocks with an fp16 step (``q8_0_blocks``), on MatMulNBits' implicit zero point, the
+steps cast to fp32 at load. A tied embedding (its table the LM head's weight transposed, as in
+SmolLM2) then reads the LM head's 8-bit blocks through GatherBlockQuantized instead of keeping its
+own float table: the quickstart's base model went from 230 MB to 117 MB, and storing the Q4_1 steps
+and minima in fp16 (``_fp32_at_load``) took it to 104 MB. SmolLM2's tied table is the GGUF's Q8_0
+embedding, so Q8_0 blocks hold it exactly: with onnxruntime's asymmetric 8-bit round-to-nearest
+before (a float scale and a zero point per block, re-rounding every weight) the quickstart's base
+was 104.0 MB with an ONNX perplexity of 2.7449 against PyTorch's 2.7293 (loss per token 0.0057
+nats above PyTorch's); with Q8_0, 101.4 MB and 2.7306 (0.0005 nats), on the same 2-core AVX2 host.
 Olive cannot load a pass from a workflow config, so olive-flows hands Olive a package config that
 names this module (``package_config()`` in plugins/__init__.py, written next to the compiled configs
 for ``olive run``).
@@ -43,8 +46,9 @@ from onnx import TensorProto, helper, numpy_helper
 LEVELS = 15  # 4 bits
 # Part of the pass config, so Olive's cache (keyed on pass configs, not code) never returns a graph
 # an older version of this pass wrote. Bump it when the output graph changes.
-GRAPH_VERSION = 5
+GRAPH_VERSION = 6
 IMPLICIT_ZERO = 8  # MatMulNBits' zero point when the model gives none
+Q8_LEVELS, Q8_ZERO = 127, 128  # Q8_0 codes, and MatMulNBits' implicit zero point at 8 bits
 
 
 def q4_1_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,34 +185,65 @@ def quantize_q4_1(
         nodes = [new for node in graph.node for new in replaced.get(node.name, [node])]
         del graph.node[:]
         graph.node.extend(nodes)
-        if not any(op.domain == "com.microsoft" for op in model.opset_import):
-            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     tied = _tied_embedding(graph, int8_nodes)
-    if int8_nodes:
-        from onnxruntime.quantization import QuantFormat
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
-
-        others = [node.name for node in graph.node if node.op_type == "MatMul" and node.name not in int8_nodes]
-        algo = DefaultWeightOnlyQuantConfig(
-            block_size=block_size,
-            is_symmetric=False,
-            accuracy_level=accuracy_level,
-            quant_format=QuantFormat.QOperator,
-            op_types_to_quantize=("MatMul",),
-            quant_axes=None,
-            bits=8,
-        )
-        quantizer = MatMulNBitsQuantizer(
-            model, nodes_to_exclude=others, accuracy_level=accuracy_level, algo_config=algo
-        )
-        quantizer.process()
-        model = quantizer.model.model
+    for node in [n for n in graph.node if n.op_type == "MatMul" and n.name in int8_nodes]:
+        _q8_0(graph, node, block_size, accuracy_level)
     if tied:
-        _gather_from_head(model.graph, *tied)
+        _gather_from_head(graph, *tied)
+    if any(node.domain == "com.microsoft" for node in graph.node) and not any(
+        op.domain == "com.microsoft" for op in model.opset_import
+    ):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
+
+
+def q8_0_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's Q8_0 of a (K, N) MatMul weight along K: codes (N, K/block, block) as MatMulNBits'
+    8-bit layout holds them (q + 128, its implicit zero point) and fp16 steps d (N, K/block), such
+    that weight[k, n] = d * q with q in -127..127. A weight already on a Q8_0 grid (the GGUF's tied
+    embedding) comes back exactly: its largest code is 127, so its step is its largest value / 127."""
+    k, n = weight.shape
+    blocks = weight.T.reshape(n, k // block_size, block_size).astype(np.float64)
+    step = (np.abs(blocks).max(-1) / Q8_LEVELS).astype(np.float16)
+    safe = np.where(step == 0, 1.0, step.astype(np.float64))
+    codes = np.clip(np.rint(blocks / safe[..., None]), -Q8_LEVELS, Q8_LEVELS) + Q8_ZERO
+    return codes.astype(np.uint8), step
+
+
+def _q8_0(graph: onnx.GraphProto, node: onnx.NodeProto, block_size: int, accuracy_level: int) -> None:
+    """Replace ``node`` (a MatMul by a constant (K, N) weight) in place by an 8-bit MatMulNBits on
+    its Q8_0 blocks, the steps stored in fp16 and cast at load, keeping its output name; a weight
+    whose K is not a multiple of ``block_size`` stays float."""
+    weights = {init.name: init for init in graph.initializer}
+    init = weights.get(node.input[1])
+    if init is None or len(init.dims) != 2 or init.dims[0] % block_size:
+        return
+    k, n = init.dims
+    codes, steps = q8_0_blocks(numpy_helper.to_array(init), block_size)
+    name = f"{node.name}_Q8"
+    graph.initializer.extend(
+        [numpy_helper.from_array(codes, f"{name}_codes"), numpy_helper.from_array(steps, f"{name}_scales_fp16")]
+    )
+    cast = helper.make_node(
+        "Cast", [f"{name}_scales_fp16"], [f"{name}_scales"], name=f"{name}_scales", to=TensorProto.FLOAT
+    )
+    matmul = helper.make_node(
+        "MatMulNBits",
+        [node.input[0], f"{name}_codes", f"{name}_scales"],
+        list(node.output),
+        name=name,
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=8,
+        block_size=block_size,
+        accuracy_level=accuracy_level,
+    )
+    rewritten = [new for old in graph.node for new in ([cast, matmul] if old.name == node.name else [old])]
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    if not any(init.name in other.input for other in graph.node):
+        graph.initializer.remove(init)
 
 
 def _tied_embedding(graph: onnx.GraphProto, int8_nodes: set[str]) -> tuple[onnx.NodeProto, str] | None:
@@ -287,7 +322,7 @@ class OnnxQ41Quantization(Pass):
                 type_=list, default_value=[], description="MatMuls left in float (the LoRA MatMuls)."
             ),
             "int8_nodes": PassConfigParam(
-                type_=list, default_value=[], description="MatMuls quantized to 8 bits instead (the LM head)."
+                type_=list, default_value=[], description="MatMuls quantized to Q8_0 instead (the LM head)."
             ),
             "graph_version": PassConfigParam(
                 type_=int, default_value=GRAPH_VERSION, description="Version of the graph this pass writes."
