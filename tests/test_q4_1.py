@@ -183,6 +183,10 @@ def test_a_tied_embedding_reads_the_8_bit_lm_head():
         names = {i.name for i in quantized.graph.initializer}
         session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
         logits, embedded = session.run(["logits", "embedded"], {"ids": ids})
+        known = {i.name for i in quantized.graph.initializer} | {"ids"}
+        for node in quantized.graph.node:  # in an order that computes each value before it is read
+            assert set(node.input) <= known, node.name
+            known.update(node.output)
         if tied:
             assert "Gather" not in ops and "table" not in names, "no float table is left"
             assert ops["GatherBlockQuantized"].input[0] == ops["MatMulNBits"].input[1], "the head's own codes"

@@ -46,7 +46,7 @@ from onnx import TensorProto, helper, numpy_helper
 LEVELS = 15  # 4 bits
 # Part of the pass config, so Olive's cache (keyed on pass configs, not code) never returns a graph
 # an older version of this pass wrote. Bump it when the output graph changes.
-GRAPH_VERSION = 6
+GRAPH_VERSION = 7
 IMPLICIT_ZERO = 8  # MatMulNBits' zero point when the model gives none
 Q8_LEVELS, Q8_ZERO = 127, 128  # Q8_0 codes, and MatMulNBits' implicit zero point at 8 bits
 
@@ -239,7 +239,8 @@ def _q8_0(graph: onnx.GraphProto, node: onnx.NodeProto, block_size: int, accurac
         block_size=block_size,
         accuracy_level=accuracy_level,
     )
-    rewritten = [new for old in graph.node for new in ([cast, matmul] if old.name == node.name else [old])]
+    # The cast goes first: a tied embedding's GatherBlockQuantized, near the start, reads the steps too.
+    rewritten = [cast, *(matmul if old.name == node.name else old for old in graph.node)]
     del graph.node[:]
     graph.node.extend(rewritten)
     if not any(init.name in other.input for other in graph.node):
