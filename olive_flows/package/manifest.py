@@ -14,8 +14,10 @@ from olive_flows.layout import MANIFEST
 # The layout of a package's graph and adapter files; a new one rebuilds packages an earlier
 # olive-flows built from the same inputs. 2: fused LoRA A with split ranks, int8 LoRA MatMuls as
 # DynamicQuantizeMatMul, no empty LoRA weight. 3: on CPU, the LoRA nodes in an If that only an
-# adapter file's flag selects (adapter_switch.py).
-FORMAT = "olive-flows-package/3"
+# adapter file's flag selects (adapter_switch.py). 4: int8 LoRA codes in -63..63 (adapter_weights.py:
+# full 8-bit ones overflow onnxruntime's int8 kernel on CPUs without VNNI), and on CPU the packed
+# q/k/v read by the attention and the LoRA joined in one Sum (merge_nodes.py).
+FORMAT = "olive-flows-package/4"
 VERSIONED_PACKAGES = ("olive-flows", "olive-ai", "onnxruntime", "onnxruntime-genai", "torch", "transformers", "peft")
 
 
