@@ -288,6 +288,14 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     again = run_recipe(load_recipe(path), console=Console(log))
     assert "package cpu: up to date" in log.getvalue(), "an unchanged re-run neither rebuilds nor re-evaluates"
     assert again.scores == first.scores
+    assert main(["eval", str(int4_package), "evaluation.max_rows=1"]) == 0
+    manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["evaluation_overrides"] == ["evaluation.max_rows=1"]
+    log = io.StringIO()
+    third = run_recipe(load_recipe(path), console=Console(log))
+    assert "up to date" not in log.getvalue(), "after an eval with overrides a run evaluates as the recipe says"
+    assert third.scores["cpu"]["adapters"]["dates"]["rows"] == first.scores["cpu"]["adapters"]["dates"]["rows"] > 1
+    assert "evaluation_overrides" not in json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
     (int4_package / "adapters" / "dates.onnx_adapter").write_bytes(b"tampered")
     log = io.StringIO()
     run_recipe(load_recipe(path), console=Console(log))

@@ -47,7 +47,7 @@ def evaluate_folder(package: Path, overrides: list[str]) -> Path:
     from olive_flows.evaluate.assess import assess_package, package_recipe
     from olive_flows.files import write_json
     from olive_flows.layout import Workspace
-    from olive_flows.package.manifest import file_table
+    from olive_flows.package.manifest import EVALUATION_OVERRIDES, file_table
 
     manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     recipe = package_recipe(package, overrides)
@@ -56,6 +56,10 @@ def evaluate_folder(package: Path, overrides: list[str]) -> Path:
         log = workspace.new_run("-eval") / "logs" / f"eval-{manifest['target']['name']}.log"
         assess_package(recipe, package, manifest, workspace=workspace, console=Console(), log=log)
         manifest["files"] = file_table(package)
+        manifest.pop(EVALUATION_OVERRIDES, None)
+        evaluation = [o for o in overrides if o.startswith("evaluation.")]
+        if evaluation:  # a later run evaluates again with the recipe's settings (manifest.up_to_date)
+            manifest[EVALUATION_OVERRIDES] = evaluation
         write_json(package / MANIFEST, manifest)
     return log
 

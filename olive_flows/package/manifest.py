@@ -62,10 +62,20 @@ def inputs_fingerprint(recipe_sha256: str, target: Any, job_outputs: dict[str, P
     return digest.hexdigest()
 
 
+# manifest.json key: the evaluation.* overrides `olive-flows eval` last evaluated the package with
+EVALUATION_OVERRIDES = "evaluation_overrides"
+
+
 def up_to_date(package: Path, fingerprint: str) -> bool:
-    """Whether ``package`` was built from inputs with ``fingerprint`` and its files are intact."""
+    """Whether ``package`` was built from inputs with ``fingerprint``, its files are intact and its
+    eval.json holds the recipe's own evaluation (not one `olive-flows eval` ran with overrides, which
+    a run would otherwise report as the recipe's)."""
     try:
         manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return manifest.get("inputs_sha256") == fingerprint and manifest.get("files") == file_table(package)
+    return (
+        manifest.get("inputs_sha256") == fingerprint
+        and not manifest.get(EVALUATION_OVERRIDES)
+        and manifest.get("files") == file_table(package)
+    )
