@@ -95,6 +95,16 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     current = tmp_path / "out" / "tiny" / "cpu"
     kept_inputs = json.loads((current / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"]
 
+    # scored on one row by `olive-flows eval`, the same package is rebuilt by the next run, and promoted
+    # although its full evaluation scores worse than that row (the same model: nothing to compare)
+    quick = [sys.executable, "-m", "olive_flows", "eval", str(current), "evaluation.max_rows=1"]
+    assert subprocess.run(quick, capture_output=True, text=True, cwd=tmp_path).returncode == 0
+    one_row = json.loads((current / "eval.json").read_text(encoding="utf-8"))["adapters"]["dates"]["perplexity"]
+    same = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert same.returncode == 0 and "not promoted" not in same.stderr, same.stderr[-2000:]
+    full = json.loads((current / "eval.json").read_text(encoding="utf-8"))["adapters"]["dates"]["perplexity"]
+    assert full["onnx"] > one_row["onnx"], "the one-row score would keep the package out"
+
     # a broken adapter: scaled by 2.5e37 its update overflows float32, training learns nothing from it, and
     # its held-out perplexity stays the untrained one (44,209 against 35,428 trained, on this tiny model)
     worse = ["adapters.dates.alpha=1.0e+38"]
