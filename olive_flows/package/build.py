@@ -25,6 +25,7 @@ from olive_flows.package.manifest import (
     FORMAT,
     file_table,
     inputs_fingerprint,
+    read_manifest,
     recipe_hash,
     up_to_date,
     versions,
@@ -101,9 +102,9 @@ def build_package(
         manifest["files"] = file_table(staging)
         write_json(staging / MANIFEST, manifest)
         versions_folder = workspace.versions(target)
-        # the same inputs rebuilt (the current eval.json came from `olive-flows eval` overrides): the same
-        # model, which its own overridden scores must not keep out
-        rebuilt = _inputs_of(final) == fingerprint
+        # the same inputs rebuilt (after `olive-flows eval` with overrides, or a damaged file): the same
+        # model, which its own scores (from other rows, maybe) must not keep out
+        rebuilt = (read_manifest(final) or {}).get("inputs_sha256") == fingerprint
         lost = [] if rebuilt else losses(recipe.data["promote"], scores, read_scores(final))
         if lost:
             kept = keep_candidate(staging, versions_folder)
@@ -118,14 +119,6 @@ def build_package(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final, scores
-
-
-def _inputs_of(package: Path) -> str | None:
-    """The inputs fingerprint in ``package``'s manifest, if it has one."""
-    try:
-        return json.loads((package / MANIFEST).read_text(encoding="utf-8")).get("inputs_sha256")
-    except (OSError, ValueError):
-        return None
 
 
 def keep_candidate(staging: Path, versions: Path) -> str:

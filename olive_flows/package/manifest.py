@@ -66,16 +66,22 @@ def inputs_fingerprint(recipe_sha256: str, target: Any, job_outputs: dict[str, P
 EVALUATION_OVERRIDES = "evaluation_overrides"
 
 
+def read_manifest(package: Path) -> dict[str, Any] | None:
+    """``package``'s manifest.json, or None where there is none (no package yet) or it is unreadable."""
+    try:
+        return json.loads((package / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def up_to_date(package: Path, fingerprint: str) -> bool:
     """Whether ``package`` was built from inputs with ``fingerprint``, its files are intact and its
     eval.json holds the recipe's own evaluation (not one `olive-flows eval` ran with overrides, which
     a run would otherwise report as the recipe's)."""
-    try:
-        manifest = json.loads((package / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    manifest = read_manifest(package)
     return (
-        manifest.get("inputs_sha256") == fingerprint
+        manifest is not None
+        and manifest.get("inputs_sha256") == fingerprint
         and not manifest.get(EVALUATION_OVERRIDES)
         and manifest.get("files") == file_table(package)
     )
