@@ -255,11 +255,13 @@ def main() -> int:
             adapters.build_packages(Path(tmp)), PROMPT, args.tokens, args.decode_rounds, THREADS
         )
         say("training: olive-flows against a plain peft + Trainer script")
-        runs = training.side_by_side(manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say)
+        runs = training.side_by_side(
+            manifest["base_model"]["path"], args.train_steps, TRAIN_REPEATS, Path(tmp), say, bf16_natively()
+        )
         adapter, stats = runs["adapter"], runs["stats"]
         rows = args.train_steps * adapter["training"]["batch_size"]
         row_tokens = {"olive_flows": stats["tokens"] / stats["examples"]}
-        row_tokens |= {side: runs["peft_mean_tokens"] for side in training.PLAIN}
+        row_tokens |= {side: runs["peft_mean_tokens"] for side in runs["seconds"] if side != "olive_flows"}
         results["training"] = {
             "steps": args.train_steps,
             "rows": rows,
@@ -383,7 +385,9 @@ WHY_MISSED = {
         f"{r['padding']['ratio_packed_vs_padded']}x the padded batches here) does not pay on CPU, where the "
         "masked attention over the packed sequence costs more than the padding it saves."
     ),
-    "unchanged_rerun_s": lambda r: "process start-up, Olive's cache look-ups and the package fingerprint add up.",
+    "unchanged_rerun_s": lambda r: (
+        "process start-up, the data check and hashing the model and the package add up (Olive is not started)."
+    ),
     "serve_single_vs_direct": lambda r: "HTTP, JSON and server-sent events per token; see the serving table.",
     "serve_8_clients_vs_single": lambda r: (
         "onnxruntime-genai holds Python's GIL while it computes a token, so only processes add cores; "
@@ -474,7 +478,9 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "package_4_adapters_vs_weights_read": _storage(r)["package_4_adapters_vs_weights_read"],
         "train_vs_peft": round(trained["olive_flows"] / trained["peft_answers"], 2),
         "train_vs_peft_every_token": round(trained["olive_flows"] / trained["peft_every_token"], 2),
-        "train_vs_peft_bf16": round(trained["olive_flows"] / trained["peft_answers_bf16"], 2),
+        "train_vs_peft_bf16": (
+            round(trained["olive_flows"] / trained["peft_answers_bf16"], 2) if "peft_answers_bf16" in trained else None
+        ),
         "unchanged_rerun_s": r["engine"]["unchanged_rerun_s"],
         **serve_ratios(r),
         "eval_share": r.get("quickstart", {}).get("eval_share"),
@@ -759,6 +765,7 @@ def report(r: dict[str, Any]) -> str:
             f"| {TRAINERS[side][0]} | {TRAINERS[side][1]} | {r['training']['tokens_per_s'][side]} | "
             f"{', '.join(str(t) for t in r['training']['train_runtime_s'][side])} |"
             for side in TRAINERS
+            if side in r["training"]["tokens_per_s"]
         ),
         "",
         f"The answer tokens are {r['training']['learned_share']:.0%} of the tokens here. olive-flows projects only "
@@ -766,9 +773,10 @@ def report(r: dict[str, Any]) -> str:
         "scripts compute every logit. olive-flows trains in bf16 mixed precision where the CPU computes bf16 "
         "natively (training.mixed_precision: auto; this CPU: "
         f"{'yes' if r['training'].get('bf16_natively') else 'no'}); the plain scripts in fp32, Trainer's default, "
-        "but for the one with bf16=True. `train_vs_peft` is against the script with the same objective, "
-        "`train_vs_peft_every_token` against the simplest one, `train_vs_peft_bf16` against the same objective "
-        "in bf16.",
+        "but for the one with bf16=True, which runs only where the CPU computes bf16 natively (elsewhere it "
+        "emulates every bf16 operation and takes some 25 times as long). `train_vs_peft` is against the script "
+        "with the same objective, `train_vs_peft_every_token` against the simplest one, `train_vs_peft_bf16` "
+        "against the same objective in bf16.",
         "",
         *padding_report(r),
         *data_parallel_report(r),
@@ -776,7 +784,7 @@ def report(r: dict[str, Any]) -> str:
         "## Engine",
         "",
         f"Unchanged re-run of the quickstart: {r['engine']['unchanged_rerun_s']} s (a fresh process: startup, data "
-        "check, Olive's cached passes, package fingerprint). `olive run` on the same two compiled configs, one "
+        "check, the plan and package fingerprints; Olive is not started). `olive run` on the same two compiled configs, one "
         f"process each, every pass a cache hit: {r['engine']['olive_run_compiled_s']} s (Olive's CLI, telemetry off; "
         "it builds no package).",
         "",

@@ -27,6 +27,7 @@ from olive_flows.files import write_json, write_text_atomic
 from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import PackageCheck, build_package, size_mb
+from olive_flows.package.manifest import built_from_plan, plan_fingerprint, recipe_hash
 from olive_flows.package.promotion import NotPromoted
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
@@ -105,6 +106,22 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         recipe, console, model_log=run_dir / "logs" / "model.log", processes=ranks.world.size if ranks else 1
     )
     timings["prepare model and data"] = round(time.monotonic() - started, 1)
+    plan_sha256 = plan_fingerprint(recipe_hash(recipe.data), [job.config for job in plan.jobs])
+    targets = list(dict.fromkeys(job.target for job in plan.jobs))
+    adapters = list(dict.fromkeys(job.adapter for job in plan.jobs))
+    if _unchanged(recipe, workspace, targets, adapters, plan_sha256):
+        console.say(
+            "nothing changed since the packages were built (recipe, model, data, olive-flows and its "
+            "dependencies): Olive is not started"
+        )
+        _write_timings(run_dir, timings)
+        _report_adapters(recipe, workspace, plan.jobs, console)
+        result = RunResult(run_dir)
+        for target in targets:
+            exported = sum(job.target == target for job in plan.jobs)
+            _report_package(console, result, target, workspace.package(target), None, exported)
+        return result
+
     outputs: dict[str, dict[str, tuple[Job, Path]]] = {}
     trained: dict[str, Path] = {}
     for job in plan.jobs:
@@ -120,15 +137,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
-        log = trained[adapter] / TRAINING_LOG
-        warning = (
-            overfitting(json.loads(log.read_text(encoding="utf-8"))) if log.is_file() and not job.imported else None
-        )
-        if warning:
-            console.say(f"warning: adapter {adapter}: {warning}")
-    console.say(
-        f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"
-    )
+    _report_adapters(recipe, workspace, plan.jobs, console)
 
     result = RunResult(run_dir)
     not_promoted: list[str] = []
@@ -139,7 +148,14 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         started, timings[f"package {target}"] = time.monotonic(), 0.0
         try:
             package, scores = build_package(
-                recipe, target, adapter_outputs, plan.datasets, plan.model, workspace, _timed(check, timings, target)
+                recipe,
+                target,
+                adapter_outputs,
+                plan.datasets,
+                plan.model,
+                workspace,
+                _timed(check, timings, target),
+                plan_sha256,
             )
         except NotPromoted as exc:  # the other targets still get their chance
             console.say(str(exc))
@@ -149,21 +165,52 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
             evaluated = timings.get(f"evaluate {target}", 0.0)
             timings[f"package {target}"] = round(time.monotonic() - started - evaluated, 1)
             _write_timings(run_dir, timings)
-        if scores is None:
-            console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
-            eval_file = package / EVAL
-            scores = json.loads(eval_file.read_text(encoding="utf-8")) if eval_file.is_file() else {}
-        console.say(
-            f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {len(adapter_outputs)} adapters); report: {display_path(package / REPORT_HTML)}"
-        )
-        result.packages[target] = package
-        result.scores[target] = scores
-        smoke = json.loads((package / MANIFEST).read_text(encoding="utf-8")).get("smoke_check", "")
-        if smoke.startswith(NOT_VERIFIED):
-            result.unverified[target] = smoke.removeprefix(NOT_VERIFIED).split(";")[0]
+        _report_package(console, result, target, package, scores, len(adapter_outputs))
     if not_promoted:
         raise NotPromoted(" / ".join(not_promoted))
     return result
+
+
+def _unchanged(recipe: Recipe, workspace: Workspace, targets: list[str], adapters: list[str], plan_sha256: str) -> bool:
+    """Whether every target's package was built by a run with this plan and is intact, and each
+    adapter's data audit and PEFT copy are still in place: then the run has nothing to do."""
+    return (
+        all(built_from_plan(workspace.package(target), plan_sha256) for target in targets)
+        and all(workspace.peft(adapter).is_dir() for adapter in adapters)
+        and all(workspace.audit(adapter).is_dir() for adapter in adapters if recipe.spec.dataset_of(adapter))
+    )
+
+
+def _report_adapters(recipe: Recipe, workspace: Workspace, jobs: list[Job], console: Console) -> None:
+    """Where the data audit and the PEFT adapters are; a warning for each adapter whose training log
+    (kept with its PEFT copy) shows over-fitting."""
+    console.say(
+        f"data audit: {display_path(workspace.root / '_data')}; PEFT adapters: {display_path(workspace.root / '_peft')}"
+    )
+    for adapter in dict.fromkeys(job.adapter for job in jobs if not job.imported):
+        log = workspace.peft(adapter) / TRAINING_LOG
+        warning = overfitting(json.loads(log.read_text(encoding="utf-8"))) if log.is_file() else None
+        if warning:
+            console.say(f"warning: adapter {adapter}: {warning}")
+
+
+def _report_package(
+    console: Console, result: RunResult, target: str, package: Path, scores: dict[str, Any] | None, adapters: int
+) -> None:
+    """Say where ``target``'s package is and add it to ``result``; ``scores`` None: it was up to date
+    (its eval.json holds them)."""
+    if scores is None:
+        console.say(f"package {target}: up to date (built from the same inputs, files intact); not rebuilt")
+        eval_file = package / EVAL
+        scores = json.loads(eval_file.read_text(encoding="utf-8")) if eval_file.is_file() else {}
+    console.say(
+        f"package {target}: {display_path(package)} ({size_mb(package):.0f} MB, {adapters} adapters); report: {display_path(package / REPORT_HTML)}"
+    )
+    result.packages[target] = package
+    result.scores[target] = scores
+    smoke = json.loads((package / MANIFEST).read_text(encoding="utf-8")).get("smoke_check", "")
+    if smoke.startswith(NOT_VERIFIED):
+        result.unverified[target] = smoke.removeprefix(NOT_VERIFIED).split(";")[0]
 
 
 def _write_timings(run_dir: Path, timings: dict[str, float]) -> None:

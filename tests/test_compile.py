@@ -225,3 +225,29 @@ def test_mixed_precision_reaches_the_training_pass_unresolved(tmp_path):
     machine that trains, which the compiling one need not be."""
     jobs = compile_builtin("quickstart", tmp_path, "adapters.dates.training.mixed_precision=fp32")
     assert [j.config["passes"]["train"]["mixed_precision"] for j in jobs] == ["auto", "fp32"]
+
+
+def test_plan_fingerprint_follows_configs_and_loaded_files_not_folder_times(tmp_path):
+    """An unchanged re-run skips Olive when the plan fingerprint matches the package's, so it must
+    change with the compiled configs, the recipe and every byte of the model and adapter folders the
+    workflows load, and only with them."""
+    from olive_flows.package.manifest import plan_fingerprint
+
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    for folder in (model, adapter):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "weights.bin").write_bytes(b"\0" * 64)
+    configs = [job.config for job in compile_builtin("quickstart", tmp_path / "out")]
+    configs[0]["input_model"] = {**configs[0]["input_model"], "model_path": str(model), "adapter_path": str(adapter)}
+    configs[1]["input_model"] = {**configs[1]["input_model"], "model_path": str(model)}
+    first = plan_fingerprint("recipe", configs)
+    (model / "sub" / "weights.bin").touch()
+    assert plan_fingerprint("recipe", configs) == first, "a file's time is not its content"
+    assert plan_fingerprint("another recipe", configs) != first
+    for folder in (model, adapter):
+        (folder / "sub" / "weights.bin").write_bytes(b"\1" + b"\0" * 63)
+        assert plan_fingerprint("recipe", configs) != first, f"a changed byte in the {folder.name} folder"
+        (folder / "sub" / "weights.bin").write_bytes(b"\0" * 64)
+    assert plan_fingerprint("recipe", configs) == first
+    configs[1]["passes"]["train"]["r"] = 8
+    assert plan_fingerprint("recipe", configs) != first

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -287,6 +288,7 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     log = io.StringIO()
     again = run_recipe(load_recipe(path), console=Console(log))
     assert "package cpu: up to date" in log.getvalue(), "an unchanged re-run neither rebuilds nor re-evaluates"
+    assert "Olive is not started" in log.getvalue() and "Olive's cache" not in log.getvalue()
     assert again.scores == first.scores
     assert main(["eval", str(int4_package), "evaluation.max_rows=1"]) == 0
     manifest = json.loads((int4_package / "manifest.json").read_text(encoding="utf-8"))
@@ -300,6 +302,11 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     log = io.StringIO()
     run_recipe(load_recipe(path), console=Console(log))
     assert "up to date" not in log.getvalue(), "a damaged package is rebuilt"
+    shutil.rmtree(tmp_path / "out" / "tiny" / "_peft" / "dates")
+    log = io.StringIO()
+    run_recipe(load_recipe(path), console=Console(log))
+    assert "Olive's cache" in log.getvalue() and "package cpu: up to date" in log.getvalue(), "the PEFT copy is back"
+    assert (tmp_path / "out" / "tiny" / "_peft" / "dates" / "adapter_config.json").is_file()
 
     assert main(["export", str(path), "--target", "cpu", "--precision", "int8"]) == 0
     out = capsys.readouterr().out

@@ -23,10 +23,12 @@ from olive_flows.package import adapter_switch, adapter_weights, graph, lora_fus
 from olive_flows.package.assemble import PackageError, assemble
 from olive_flows.package.manifest import (
     FORMAT,
+    PLAN,
     file_table,
     inputs_fingerprint,
     read_manifest,
     recipe_hash,
+    record_plan,
     up_to_date,
     versions,
 )
@@ -48,10 +50,12 @@ def build_package(
     ref: ModelRef,
     workspace: Workspace,
     check: PackageCheck,
+    plan_sha256: str,
 ) -> tuple[Path, dict[str, Any] | None]:
     """Build the package of ``target`` from each adapter's (job, Olive output folder); return it and
     its scores, or None for the scores when the package on disk was built from the same inputs and
-    is intact (nothing is rebuilt or re-evaluated then)."""
+    is intact (nothing is rebuilt or re-evaluated then). ``plan_sha256``: the run's plan fingerprint,
+    recorded in the manifest."""
     spec = recipe.spec.targets[target]
     final = workspace.package(target)
     session_options = spec.profile.get("session_options", {})
@@ -59,6 +63,7 @@ def build_package(
         recipe_hash(recipe.data), [target, session_options], {n: f for n, (_, f) in outputs.items()}
     )
     if up_to_date(final, fingerprint):
+        record_plan(final, plan_sha256)
         return final, None
     staging = staging_dir(final)
     try:
@@ -81,6 +86,7 @@ def build_package(
             "format": FORMAT,
             "recipe": {"name": recipe.name, "sha256": recipe_hash(recipe.data), "source": recipe.source},
             "inputs_sha256": fingerprint,
+            PLAN: plan_sha256,
             "base_model": {"id": ref.id, "kind": ref.kind, "revision": ref.revision, "path": ref.path},
             "target": {
                 "name": target,

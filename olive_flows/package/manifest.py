@@ -8,7 +8,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from olive_flows.files import sha256_file
+from olive_flows.files import sha256_file, write_json
 from olive_flows.layout import MANIFEST
 
 # The layout of a package's graph and adapter files; a new one rebuilds packages an earlier
@@ -62,6 +62,29 @@ def inputs_fingerprint(recipe_sha256: str, target: Any, job_outputs: dict[str, P
     return digest.hexdigest()
 
 
+# manifest.json key: the plan fingerprint of the run that built (or last found up to date) the package
+PLAN = "plan_sha256"
+# The model and adapter folders a workflow loads; Olive hashes their content for its cache, and so
+# does plan_fingerprint.
+LOADED_FOLDERS = ("model_path", "adapter_path")
+
+
+def plan_fingerprint(recipe_sha256: str, configs: list[dict[str, Any]]) -> str:
+    """sha256 of everything a run's Olive workflows start from: the package format, the versions,
+    the resolved recipe, the compiled workflow ``configs`` (the data files they name are named by
+    their content) and the content of the model and adapter folders they load. A package recorded
+    with the same plan fingerprint is what those workflows give again, so an unchanged re-run need
+    not start Olive (whose imports and cache look-ups take most of its time) to find that out."""
+    digest = hashlib.sha256(json.dumps([FORMAT, recipe_sha256, versions(), configs], sort_keys=True).encode())
+    loaded = {config["input_model"].get(key) for config in configs for key in LOADED_FOLDERS}
+    for name in sorted(loaded - {None}):
+        root = Path(name)
+        for path in sorted(root.rglob("*")) if root.is_dir() else [root]:
+            if path.is_file():
+                digest.update(f"{path}:{sha256_file(path)}".encode())
+    return digest.hexdigest()
+
+
 # manifest.json key: the evaluation.* overrides `olive-flows eval` last evaluated the package with
 EVALUATION_OVERRIDES = "evaluation_overrides"
 
@@ -85,3 +108,17 @@ def up_to_date(package: Path, fingerprint: str) -> bool:
         and not manifest.get(EVALUATION_OVERRIDES)
         and manifest.get("files") == file_table(package)
     )
+
+
+def built_from_plan(package: Path, plan_sha256: str) -> bool:
+    """Whether ``package`` is up to date (see up_to_date) and was built by a run with ``plan_sha256``."""
+    manifest = read_manifest(package)
+    return manifest is not None and manifest.get(PLAN) == plan_sha256 and up_to_date(package, manifest["inputs_sha256"])
+
+
+def record_plan(package: Path, plan_sha256: str) -> None:
+    """Record ``plan_sha256`` in the manifest of a package a run found up to date: one built before
+    manifests recorded it, or from the same Olive outputs by another plan."""
+    manifest = read_manifest(package)
+    if manifest is not None and manifest.get(PLAN) != plan_sha256:
+        write_json(package / MANIFEST, {**manifest, PLAN: plan_sha256})
