@@ -112,8 +112,9 @@ def up_to_date(package: Path, fingerprint: str) -> bool:
 
 def built_from_plan(package: Path, plan_sha256: str) -> bool:
     """Whether ``package`` is up to date (see up_to_date) and was built by a run with ``plan_sha256``."""
-    manifest = read_manifest(package)
-    return manifest is not None and manifest.get(PLAN) == plan_sha256 and up_to_date(package, manifest["inputs_sha256"])
+    manifest = read_manifest(package) or {}
+    built_from = manifest.get("inputs_sha256")
+    return bool(built_from) and manifest.get(PLAN) == plan_sha256 and up_to_date(package, built_from)
 
 
 def record_plan(package: Path, plan_sha256: str) -> None:
