@@ -77,7 +77,9 @@ LABELS = {
     "train_vs_peft_every_token": "the same vs the simplest peft + Trainer script, learning every token",
     "train_vs_peft_bf16": "the same vs the answer-token script with bf16=True (transformers' bf16 mixed precision)",
     "unchanged_rerun_s": "unchanged re-run of the quickstart",
-    "serve_single_vs_direct": "`olive-flows serve`: one streamed request vs the same package decoded in-process",
+    "serve_single_vs_direct": (
+        "`olive-flows serve`: one streamed request vs the same package decoded in-process, taking turns"
+    ),
     "serve_8_clients_vs_single": "`serve --workers 2 --parallel 1`: 8 concurrent clients vs 1 (aggregate tokens/s)",
     "serve_vs_llamacpp_server": "the same, 4 clients on the base vs llama-cpp-python's server on the GGUF",
     "eval_share": "evaluation's share of the fresh-clone quickstart's `make finetune` (bench/quickstart.py)",
@@ -246,7 +248,7 @@ def main() -> int:
     results.update(quickstart_results())
 
     results["serve"] = serving.serve_figures(
-        package, runtime.adapter_names, gguf, PROMPT, args.tokens, args.repeats, say
+        package, runtime.adapter_names, gguf, PROMPT, args.tokens, args.repeats, say, engines["base"]
     )
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -494,7 +496,7 @@ def serve_ratios(r: dict[str, Any]) -> dict[str, float | None]:
     default, per_core = (r["serve"]["configurations"][k] for k in ("default", "per_core"))
     llama = r["serve"]["llamacpp_server"].get("base_4_clients")
     load = {entry["clients"]: entry["aggregate_tokens_per_s"] for entry in per_core["load"]}
-    direct = r["decode"]["package_int4"]["base"]["tokens_per_s"]
+    direct = default["single"]["direct"]["tokens_per_s"]
     return {
         "serve_single_vs_direct": round(default["single"]["tokens_per_s"] / direct, 2),
         "serve_8_clients_vs_single": round(load[8] / load[1], 2),
@@ -516,7 +518,8 @@ def serve_report(r: dict[str, Any]) -> list[str]:
         "Load columns: aggregate tokens/s of all clients over the wall time (median time to first token). Each "
         "client streams its requests one after another, the models (base and adapters) in turn. A server with "
         "several workers shares the physical cores out between them (`--threads` unset). The in-process decode of "
-        f"the same package on its own threads: {r['decode']['package_int4']['base']['tokens_per_s']} tokens/s.",
+        "the same package on its own threads, taking turns with the default server's single requests: "
+        f"{r['serve']['configurations']['default']['single']['direct']['tokens_per_s']} tokens/s.",
         "",
     ]
 

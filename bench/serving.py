@@ -1,5 +1,6 @@
-"""Serving figures: olive-flows serve against the same package decoded in-process, under 1 to 8
-concurrent clients, and against llama-cpp-python's OpenAI-compatible server on the same weights.
+"""Serving figures: olive-flows serve against the same package decoded in-process (one request at
+a time, the two taking turns), under 1 to 8 concurrent clients, and against llama-cpp-python's
+OpenAI-compatible server on the same weights.
 
 Every server binds to 127.0.0.1, every load is a fixed number of requests with a time limit, and
 every server is stopped (SIGTERM) when its measurement ends.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+from decode import Engine, round_robin
 
 STARTUP_S = 120
 REQUEST_S = 120  # no single request may take longer
@@ -102,14 +104,26 @@ def stream_once(url: str, model: str, prompt: list[dict], tokens: int) -> dict[s
     return {"pieces": pieces, "first_s": first - started, "decode_s": last - first, "total_s": last - started}
 
 
-def single_stream(url: str, model: str, prompt: list[dict], tokens: int, repeats: int) -> dict[str, float]:
-    """tokens/s of one streamed request at a time (after the first token), median of ``repeats``."""
-    stream_once(url, model, prompt, tokens)
-    runs = [stream_once(url, model, prompt, tokens) for _ in range(repeats)]
-    return {
-        "tokens_per_s": round(statistics.median((r["pieces"] - 1) / r["decode_s"] for r in runs), 1),
-        "time_to_first_token_s": round(statistics.median(r["first_s"] for r in runs), 4),
+def single_stream(
+    url: str, model: str, prompt: list[dict], tokens: int, repeats: int, direct: Engine | None = None
+) -> dict[str, Any]:
+    """tokens/s of one streamed request at a time (after the first token), median of ``repeats``.
+    With ``direct`` (the same package decoded in-process), the two take turns (decode.round_robin),
+    so that their ratio is measured side by side; its figures are under "direct"."""
+
+    def served() -> dict[str, float]:
+        run = stream_once(url, model, prompt, tokens)
+        return {"time_to_first_token_s": run["first_s"], "tokens_per_s": (run["pieces"] - 1) / run["decode_s"]}
+
+    speeds = round_robin({"served": served, **({"direct": direct} if direct else {})}, repeats)
+    rounded = {
+        name: {
+            "tokens_per_s": round(s["tokens_per_s"], 1),
+            "time_to_first_token_s": round(s["time_to_first_token_s"], 4),
+        }
+        for name, s in speeds.items()
     }
+    return {**rounded["served"], **({"direct": rounded["direct"]} if direct else {})}
 
 
 def concurrent_load(url: str, models: list[str], prompt: list[dict], tokens: int, clients: int, rounds: int) -> dict:
@@ -140,9 +154,17 @@ def configurations() -> dict[str, dict[str, int]]:
 
 
 def serve_figures(
-    package: Path, adapters: list[str], gguf: Path, prompt: list[dict], tokens: int, repeats: int, say: Any
+    package: Path,
+    adapters: list[str],
+    gguf: Path,
+    prompt: list[dict],
+    tokens: int,
+    repeats: int,
+    say: Any,
+    direct: Engine,
 ) -> dict[str, Any]:
-    """Everything RESULTS.md reports about serving (see the module docstring)."""
+    """Everything RESULTS.md reports about serving (see the module docstring); ``direct``: the base
+    decoded in-process, which takes turns with the default server's single requests."""
     name = json.loads((package / "manifest.json").read_text(encoding="utf-8"))["recipe"]["name"]
     models = [name, *(f"{name}:{a}" for a in adapters)]
     rounds = max(2, repeats // 2)
@@ -152,7 +174,7 @@ def serve_figures(
         with olive_flows_server(package, setup["workers"], setup["parallel"]) as url:
             figures["configurations"][label] = {
                 **setup,
-                "single": single_stream(url, name, prompt, tokens, repeats),
+                "single": single_stream(url, name, prompt, tokens, repeats, direct if label == "default" else None),
                 "load": [concurrent_load(url, models, prompt, tokens, c, rounds) for c in CLIENTS],
                 "base_4_clients": concurrent_load(url, [name], prompt, tokens, 4, rounds),
             }

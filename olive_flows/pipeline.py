@@ -115,7 +115,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
             "dependencies): Olive is not started"
         )
         _write_timings(run_dir, timings)
-        _report_adapters(recipe, workspace, plan.jobs, console)
+        _report_adapters(workspace, plan.jobs, console)
         result = RunResult(run_dir)
         for target in targets:
             exported = sum(job.target == target for job in plan.jobs)
@@ -137,7 +137,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
-    _report_adapters(recipe, workspace, plan.jobs, console)
+    _report_adapters(workspace, plan.jobs, console)
 
     result = RunResult(run_dir)
     not_promoted: list[str] = []
@@ -181,7 +181,7 @@ def _unchanged(recipe: Recipe, workspace: Workspace, targets: list[str], adapter
     )
 
 
-def _report_adapters(recipe: Recipe, workspace: Workspace, jobs: list[Job], console: Console) -> None:
+def _report_adapters(workspace: Workspace, jobs: list[Job], console: Console) -> None:
     """Where the data audit and the PEFT adapters are; a warning for each adapter whose training log
     (kept with its PEFT copy) shows over-fitting."""
     console.say(

@@ -58,19 +58,25 @@ def test_parity_bounds_variants_on_a_tiny_package(tiny_package, tmp_path):
 @pytest.mark.slow
 def test_serving_figures_on_a_tiny_package(tiny_package):
     """bench/serving.py against real servers on 127.0.0.1 (a few tokens): every set-up and client count
-    is measured, and llama-cpp-python's server either runs or is reported as skipped."""
+    is measured, the default server's single requests take turns with the in-process decode, and
+    llama-cpp-python's server either runs or is reported as skipped."""
     sys.path.insert(0, str(REPO / "bench"))
+    import decode
     import serving
 
+    from olive_flows.evaluate.runtime import PackageRuntime
     from olive_flows.models.builtin import gguf_file
 
     prompt = [{"role": "user", "content": "Hi"}]
+    direct = decode.package_engines(PackageRuntime(tiny_package), prompt, [None], 8)["base"]
     figures = serving.serve_figures(
-        tiny_package, ["contacts", "dates"], gguf_file("smollm2-135m-instruct"), prompt, 8, 1, print
+        tiny_package, ["contacts", "dates"], gguf_file("smollm2-135m-instruct"), prompt, 8, 1, print, direct
     )
-    for setup in figures["configurations"].values():
+    for label, setup in figures["configurations"].items():
         assert [e["clients"] for e in setup["load"]] == list(serving.CLIENTS)
         assert setup["single"]["tokens_per_s"] > 0 and all(e["aggregate_tokens_per_s"] > 0 for e in setup["load"])
+        assert ("direct" in setup["single"]) == (label == "default")
+    assert figures["configurations"]["default"]["single"]["direct"]["tokens_per_s"] > 0
     llama = figures["llamacpp_server"]
     assert "skipped" in llama or llama["base_4_clients"]["aggregate_tokens_per_s"] > 0
 
