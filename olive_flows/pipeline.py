@@ -27,7 +27,7 @@ from olive_flows.files import write_json, write_text_atomic
 from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import PackageCheck, build_package, size_mb
-from olive_flows.package.manifest import built_from_plan, plan_fingerprint, recipe_hash
+from olive_flows.package.manifest import PLAN, plan_fingerprint, recipe_hash, up_to_date
 from olive_flows.package.promotion import NotPromoted
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
@@ -175,7 +175,7 @@ def _unchanged(recipe: Recipe, workspace: Workspace, targets: list[str], adapter
     """Whether every target's package was built by a run with this plan and is intact, and each
     adapter's data audit and PEFT copy are still in place: then the run has nothing to do."""
     return (
-        all(built_from_plan(workspace.package(target), plan_sha256) for target in targets)
+        all(up_to_date(workspace.package(target), plan_sha256, PLAN) for target in targets)
         and all(workspace.peft(adapter).is_dir() for adapter in adapters)
         and all(workspace.audit(adapter).is_dir() for adapter in adapters if recipe.spec.dataset_of(adapter))
     )

@@ -97,24 +97,18 @@ def read_manifest(package: Path) -> dict[str, Any] | None:
         return None
 
 
-def up_to_date(package: Path, fingerprint: str) -> bool:
-    """Whether ``package`` was built from inputs with ``fingerprint``, its files are intact and its
-    eval.json holds the recipe's own evaluation (not one `olive-flows eval` ran with overrides, which
-    a run would otherwise report as the recipe's)."""
+def up_to_date(package: Path, fingerprint: str, key: str = "inputs_sha256") -> bool:
+    """Whether ``package``'s manifest records ``fingerprint`` under ``key`` (the inputs it was built
+    from, or with PLAN the plan of the run that built it), its files are intact and its eval.json
+    holds the recipe's own evaluation (not one `olive-flows eval` ran with overrides, which a run
+    would otherwise report as the recipe's)."""
     manifest = read_manifest(package)
     return (
         manifest is not None
-        and manifest.get("inputs_sha256") == fingerprint
+        and manifest.get(key) == fingerprint
         and not manifest.get(EVALUATION_OVERRIDES)
         and manifest.get("files") == file_table(package)
     )
-
-
-def built_from_plan(package: Path, plan_sha256: str) -> bool:
-    """Whether ``package`` is up to date (see up_to_date) and was built by a run with ``plan_sha256``."""
-    manifest = read_manifest(package) or {}
-    built_from = manifest.get("inputs_sha256")
-    return bool(built_from) and manifest.get(PLAN) == plan_sha256 and up_to_date(package, built_from)
 
 
 def record_plan(package: Path, plan_sha256: str) -> None:
