@@ -4,6 +4,7 @@ against a real server process on 127.0.0.1, on a built package of a tiny model (
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import subprocess
 import sys
@@ -330,7 +331,13 @@ def test_sigterm_during_a_stream_exits_0_within_seconds(tiny_package, tmp_path):
 
 def test_load_8_clients_25_requests_each(tiny_package, tmp_path):
     """8 clients x 25 requests, adapters and streaming mixed, every fifth client leaving mid-stream:
-    no server error, every finished answer equal to its sequential answer, memory back where it was."""
+    no server error, every finished answer equal to its sequential answer, and memory that levels off.
+
+    Resident memory is read after a warm-up round and after each of five more. The C allocator
+    grows in steps (a new heap for a thread, 8 to 32 MB) at rounds no one can predict, so one
+    round's growth says nothing; a leak grows it in every round, so at least one round must leave
+    it within 2 MB (10 kB a request; a generator kept alive after its request adds about 500 kB a
+    request here)."""
     with serving(tiny_package, "--parallel", "8", output=tmp_path / "server.log") as running:
         client = openai.OpenAI(base_url=running.api, api_key="unused", max_retries=0)
         prompts = [[{"role": "user", "content": f"Normalize this date: {d} May 2020"}] for d in range(1, 6)]
@@ -356,18 +363,18 @@ def test_load_8_clients_25_requests_each(tiny_package, tmp_path):
                     failures.append(f"{model} {index}: {answer!r} != {expected[(model, index)]!r}")
             return failures
 
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:  # warm-up: the allocators grow to the load's peak
-            list(pool.map(worker, range(8)))
-        wait_idle(running, 10)
-        start_rss = running.rss_kb()
+        resident = []
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            failures = [f for found in pool.map(worker, range(8)) for f in found]
-        assert time.monotonic() - started < 300
-        assert not failures, failures[:5]
-        wait_idle(running, 10)
-        end_rss = running.rss_kb()
-        assert end_rss <= start_rss * 1.10, f"resident memory grew from {start_rss} kB to {end_rss} kB"
+        for _ in range(6):  # the first round warms up: the allocators grow to the load's peak
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                failures = [f for found in pool.map(worker, range(8)) for f in found]
+            assert not failures, failures[:5]
+            wait_idle(running, 10)
+            resident.append(running.rss_kb())
+        assert time.monotonic() - started < 600
+        growth = [after - before for before, after in itertools.pairwise(resident)]
+        assert min(growth) <= 2048, f"resident memory grew in every round: {resident} kB"
+        assert resident[-1] <= resident[0] * 1.30, f"resident memory grew from {resident[0]} to {resident[-1]} kB"
         assert " 500 " not in (tmp_path / "server.log").read_text(encoding="utf-8")
         code, _ = running.stop()
         assert code == 0
