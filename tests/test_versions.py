@@ -85,6 +85,33 @@ def test_promotion_verdicts():
     assert losses({**better["promote"], "when": "always"}, worse, current) == []
 
 
+def test_the_scoring_basis_follows_the_rows_and_scoring_settings_only():
+    """promote.when: better scores the current package again where its eval.json's basis differs: the
+    held-out rows, their encoding and the settings that judge the answers change it; settings that
+    do not touch the scores (speed, samples, parity bounds, the PyTorch side) leave it."""
+    from olive_flows.evaluate.evaluation import EvalSubject, scoring_basis
+
+    rows = [{"messages": [{"role": "user", "content": "5 May"}, {"role": "assistant", "content": "05-05"}]}]
+    subject = EvalSubject(rows={"dates": rows}, dataset_of={"dates": "dates"}, precision="int4")
+
+    def basis(*overrides: str, subject: EvalSubject = subject) -> str:
+        return scoring_basis(load_recipe("quickstart", list(overrides)), subject, ["dates"])
+
+    first = basis()
+    same = ["evaluation.smoke_prompt=Hi", "evaluation.pytorch=false", "evaluation.decode_tokens=8"]
+    assert basis(*same, "evaluation.parity.max_kl=1") == first
+    changed = [
+        "evaluation.max_new_tokens=8",
+        "evaluation.batch_size=1",
+        "evaluation.normalize=[]",
+        "evaluation.metrics.dates=[contains]",
+        "adapters.dates.training.max_seq_len=64",
+    ]
+    assert len({first, *(basis(override) for override in changed)}) == len(changed) + 1
+    other_rows = EvalSubject(rows={"dates": rows * 2}, dataset_of={"dates": "dates"}, precision="int4")
+    assert basis(subject=other_rows) != first
+
+
 @pytest.mark.slow
 def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp_path):
     recipe = tiny_recipe(tiny_model("llama"), tmp_path / "out")
@@ -111,11 +138,21 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
     rerun = subprocess.run([*command, *worse], capture_output=True, text=True, cwd=tmp_path)
     assert rerun.returncode == 8, rerun.stderr[-2000:]
     assert "not promoted (promote.when: better): dates/perplexity" in rerun.stderr
+    assert "scoring it again" not in rerun.stdout, "both scored on the same rows"
+    # scored on one row, the broken adapter is judged against the current package scored again on that
+    # row (as `olive-flows eval` scored it above), not against its full evaluation in eval.json
+    one_row_rerun = subprocess.run(
+        [*command, *worse, "evaluation.max_rows=1"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert one_row_rerun.returncode == 8, one_row_rerun.stderr[-2000:]
+    assert "the current package was scored on other held-out rows or settings" in one_row_rerun.stdout
+    assert f"against the current package's {one_row['onnx']} " in one_row_rerun.stderr, one_row_rerun.stderr[-2000:]
+    assert json.loads((current / "eval.json").read_text(encoding="utf-8"))["adapters"]["dates"]["perplexity"] == full
     assert json.loads((current / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"] == kept_inputs, (
         "current stays"
     )
-    candidates = list((tmp_path / "out" / "tiny" / "_versions" / "cpu").glob("*-candidate"))
-    assert len(candidates) == 1 and (candidates[0] / "eval.json").is_file()
+    candidates = sorted((tmp_path / "out" / "tiny" / "_versions" / "cpu").glob("*-candidate"))
+    assert len(candidates) == 2 and (candidates[0] / "eval.json").is_file()
     shown = subprocess.run(
         [sys.executable, "-m", "olive_flows", "versions", str(path)], capture_output=True, text=True, cwd=tmp_path
     )

@@ -18,7 +18,7 @@ from typing import Any
 from olive_flows import metadata
 from olive_flows.capture import output_to
 from olive_flows.console import Console
-from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package, parity_text
+from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package, parity_text, score_package
 from olive_flows.evaluate.metrics import metric_label
 from olive_flows.evaluate.report import write_report
 from olive_flows.evaluate.runtime import PackageRuntime, provider_available, provider_load_failure
@@ -92,6 +92,24 @@ def assess_package(
             )
         console.say(message + " (published anyway: evaluation.parity.enforce is false)")
     return evaluation
+
+
+def score_current(
+    recipe: Recipe, folder: Path, manifest: dict[str, Any], *, workspace: Workspace, console: Console, log: Path
+) -> dict[str, Any]:
+    """The current package in ``folder`` scored again on the held-out rows and scoring settings of
+    the new package built as ``manifest`` says, on the same provider, so that promote.when: better
+    compares the two on the same rows. Its own eval.json and report stay as they are."""
+    target = manifest["target"]["name"]
+    genai_provider = metadata.target_profile(manifest["target"]["provider"])["genai_provider"]
+    console.say(
+        f"package {target}: the current package was scored on other held-out rows or settings; "
+        f"scoring it again on this run's rows before comparing (log: {display_path(log)})"
+    )
+    subject = EvalSubject.of(recipe, manifest, workspace)
+    provider = genai_provider if provider_available(genai_provider) else None
+    with output_to(log):
+        return score_package(recipe, folder, subject, console, f"package {target}: current package", provider)
 
 
 def _history(peft_folder: Path | None) -> list[dict[str, Any]]:

@@ -13,8 +13,7 @@ from typing import Any
 
 from olive_flows.console import Console
 from olive_flows.evaluate.assess import package_recipe
-from olive_flows.evaluate.evaluation import EvalSubject, evaluate_package
-from olive_flows.evaluate.runtime import PackageRuntime
+from olive_flows.evaluate.evaluation import EvalSubject, score_package
 from olive_flows.layout import Workspace
 from olive_flows.package.versions import Version
 from olive_flows.problems import UserError
@@ -37,17 +36,12 @@ def rescored(a: Version, b: Version, console: Console) -> tuple[Version, Version
     output folder holds now (those of the latest run, which B usually is): task metrics, ONNX
     perplexity, speed and samples from the same rows and prompts. The PyTorch side is left out:
     only the packages are compared."""
-    workspace = Workspace(_recipe_root(b.folder))
     recipe = package_recipe(b.folder)
-    subject = replace(EvalSubject.of(recipe, b.manifest, workspace), peft={}, model_path=None)
-    found = []
-    for version in (a, b):
-        runtime = PackageRuntime(version.folder)
-        adapters = [n for n in runtime.adapter_names if n in subject.rows]
-        own = replace(subject, rows={n: subject.rows[n] for n in adapters})
-        scores = evaluate_package(recipe, version.folder, own, runtime, console, f"scoring {version.label}")
-        found.append(replace(version, scores=scores))
-    return found[0], found[1]
+    subject = EvalSubject.of(recipe, b.manifest, Workspace(_recipe_root(b.folder)))
+    return (
+        replace(a, scores=score_package(recipe, a.folder, subject, console, f"scoring {a.label}")),
+        replace(b, scores=score_package(recipe, b.folder, subject, console, f"scoring {b.label}")),
+    )
 
 
 def _recipe_root(package: Path) -> Path:

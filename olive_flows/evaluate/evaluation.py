@@ -8,9 +8,10 @@ samples side by side. The result is the content of eval.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ from olive_flows.recipe.views import Evaluation, Parity
 SAMPLES_PER_DATASET = 2
 TORCH_BATCH = 16
 SPEED_REPEATS = 3  # decode speed is the median of this many runs
+# The evaluation settings that change what the scores are (which rows, the answers, how they are
+# judged); the others (speed, samples, parity bounds, the PyTorch side) leave them as they are.
+SCORING_SETTINGS = ("datasets", "max_rows", "max_new_tokens", "batch_size", "metrics", "normalize")
 
 
 @dataclass
@@ -315,8 +319,40 @@ def evaluate_package(
         target["time_to_first_token_s"] = speed["time_to_first_token_s"]
     result["samples"] = _samples(runtime, samples, adapters, settings, progress, answered)
     result["sizes_mb"] = _sizes(folder)
+    result["basis"] = scoring_basis(recipe, subject, adapters)
     progress.close()
     return result
+
+
+def scoring_basis(recipe: Recipe, subject: EvalSubject, adapters: list[str]) -> str:
+    """A fingerprint of what the scores were measured on: each adapter's held-out rows, how they
+    were encoded, and the scoring settings. Two eval.json files with the same basis compare like
+    with like; promote.when: better scores the current package again where they differ."""
+    evaluation = recipe.data["evaluation"]
+    basis = {
+        "settings": {name: evaluation.get(name) for name in SCORING_SETTINGS},
+        "adapters": {
+            adapter: {
+                "dataset": subject.dataset_of[adapter],
+                "rows": subject.rows[adapter],
+                "max_seq_len": recipe.spec.adapters[adapter].training.max_seq_len,
+                "loss_on": recipe.spec.adapters[adapter].training.loss_on,
+            }
+            for adapter in adapters
+        },
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def score_package(
+    recipe: Recipe, folder: Path, subject: EvalSubject, console: Console, label: str, provider: str | None = None
+) -> dict[str, Any]:
+    """The package in ``folder`` scored on ``subject``'s rows, the package alone (no PyTorch side):
+    how two packages are put on the same rows (compare --rescore, promote.when: better)."""
+    runtime = PackageRuntime(folder, provider)
+    adapters = [name for name in runtime.adapter_names if name in subject.rows]
+    own = replace(subject, rows={name: subject.rows[name] for name in adapters}, peft={}, model_path=None)
+    return evaluate_package(recipe, folder, own, runtime, console, label)
 
 
 def _work_items(subject: EvalSubject, adapters: list[str], settings: Evaluation, pytorch: bool, samples: int) -> int:

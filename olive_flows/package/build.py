@@ -51,11 +51,13 @@ def build_package(
     workspace: Workspace,
     check: PackageCheck,
     plan_sha256: str,
+    rescore: PackageCheck,
 ) -> tuple[Path, dict[str, Any] | None]:
     """Build the package of ``target`` from each adapter's (job, Olive output folder); return it and
     its scores, or None for the scores when the package on disk was built from the same inputs and
     is intact (nothing is rebuilt or re-evaluated then). ``plan_sha256``: the run's plan fingerprint,
-    recorded in the manifest."""
+    recorded in the manifest. ``rescore`` (current package, new manifest): the current package's
+    scores on the new one's rows, when promote.when: better finds them measured on others."""
     spec = recipe.spec.targets[target]
     final = workspace.package(target)
     session_options = spec.profile.get("session_options", {})
@@ -111,7 +113,11 @@ def build_package(
         # the same inputs rebuilt (after `olive-flows eval` with overrides, or a damaged file): the same
         # model, which its own scores (from other rows, maybe) must not keep out
         rebuilt = (read_manifest(final) or {}).get("inputs_sha256") == fingerprint
-        lost = [] if rebuilt else losses(recipe.data["promote"], scores, read_scores(final))
+        promotion = recipe.data["promote"]
+        current = None if rebuilt or promotion["when"] == "always" else read_scores(final)
+        if current and scores and current.get("basis") != scores["basis"]:
+            current = rescore(final, manifest)
+        lost = losses(promotion, scores, current)
         if lost:
             kept = keep_candidate(staging, versions_folder)
             raise NotPromoted(f"package {target}: not promoted (promote.when: better): {'; '.join(lost)}. {kept}")
