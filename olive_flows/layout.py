@@ -112,6 +112,11 @@ class Workspace:
         return self.work / "olive-cache"
 
     @property
+    def published(self) -> Path:
+        """The plan fingerprint of the run that last wrote the _data/ and _peft/ copies, and theirs."""
+        return self.work / "published.json"
+
+    @property
     def compiled(self) -> Path:
         return self.work / "compiled"
 

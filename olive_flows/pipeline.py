@@ -23,7 +23,7 @@ from olive_flows.console import Console
 from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.assess import NOT_VERIFIED, assess_package, score_current
 from olive_flows.evaluate.report import overfitting
-from olive_flows.files import write_json, write_text_atomic
+from olive_flows.files import tree_sha256, write_json, write_text_atomic
 from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import PackageCheck, build_package, size_mb
@@ -137,6 +137,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         if dataset:  # the rows it trained on, or (trained elsewhere) is scored on
             write_audit(workspace.audit(adapter), plan.datasets[dataset], tokenization_stats(job.stats_path))
         peft.publish(trained[adapter], workspace.peft(adapter))
+    write_json(workspace.published, {"plan": plan_sha256, "folders": _copies(recipe, workspace, adapters)})
     _report_adapters(workspace, plan.jobs, console)
 
     result = RunResult(run_dir)
@@ -176,12 +177,20 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
 
 def _unchanged(recipe: Recipe, workspace: Workspace, targets: list[str], adapters: list[str], plan_sha256: str) -> bool:
     """Whether every target's package was built by a run with this plan and is intact, and each
-    adapter's data audit and PEFT copy are still in place: then the run has nothing to do."""
-    return (
-        all(up_to_date(workspace.package(target), plan_sha256, PLAN) for target in targets)
-        and all(workspace.peft(adapter).is_dir() for adapter in adapters)
-        and all(workspace.audit(adapter).is_dir() for adapter in adapters if recipe.spec.dataset_of(adapter))
-    )
+    adapter's data audit and PEFT copy hold what a run with this plan wrote: then the run has
+    nothing to do."""
+    if not all(up_to_date(workspace.package(target), plan_sha256, PLAN) for target in targets):
+        return False
+    published = json.loads(workspace.published.read_text(encoding="utf-8")) if workspace.published.is_file() else {}
+    return published == {"plan": plan_sha256, "folders": _copies(recipe, workspace, adapters)}
+
+
+def _copies(recipe: Recipe, workspace: Workspace, adapters: list[str]) -> dict[str, str | None]:
+    """The content fingerprint of each adapter's PEFT copy and (where it has a dataset) data audit."""
+    folders = [workspace.peft(a) for a in adapters] + [
+        workspace.audit(a) for a in adapters if recipe.spec.dataset_of(a)
+    ]
+    return {folder.relative_to(workspace.root).as_posix(): tree_sha256(folder) for folder in folders}
 
 
 def _report_adapters(workspace: Workspace, jobs: list[Job], console: Console) -> None:

@@ -302,11 +302,17 @@ def test_export_reuses_training_for_int8_q4_1_and_bf16_targets(tiny_model, tmp_p
     log = io.StringIO()
     run_recipe(load_recipe(path), console=Console(log))
     assert "up to date" not in log.getvalue(), "a damaged package is rebuilt"
-    shutil.rmtree(tmp_path / "out" / "tiny" / "_peft" / "dates")
+    peft_config = tmp_path / "out" / "tiny" / "_peft" / "dates" / "adapter_config.json"
+    published = peft_config.read_bytes()
+    peft_config.write_bytes(published + b"\n")
     log = io.StringIO()
     run_recipe(load_recipe(path), console=Console(log))
     assert "Olive's cache" in log.getvalue() and "package cpu: up to date" in log.getvalue(), "the PEFT copy is back"
-    assert (tmp_path / "out" / "tiny" / "_peft" / "dates" / "adapter_config.json").is_file()
+    assert peft_config.read_bytes() == published
+    shutil.rmtree(peft_config.parent)
+    log = io.StringIO()
+    run_recipe(load_recipe(path), console=Console(log))
+    assert "Olive's cache" in log.getvalue() and peft_config.read_bytes() == published
 
     assert main(["export", str(path), "--target", "cpu", "--precision", "int8"]) == 0
     out = capsys.readouterr().out
