@@ -182,3 +182,12 @@ def test_a_worse_package_is_kept_as_a_candidate_and_not_promoted(tiny_model, tmp
         [sys.executable, "-m", "olive_flows", "compare", str(current), str(tmp_path)], capture_output=True, text=True
     )
     assert refused.returncode == 2 and "not a package folder" in refused.stderr
+
+    # a current package that no longer runs cannot be scored again: the new one replaces it
+    (current / "model.onnx").write_bytes(b"damaged")
+    replaced = subprocess.run(
+        [*command, *worse, "evaluation.max_new_tokens=8"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert replaced.returncode == 0, replaced.stdout[-3000:]
+    assert "the current package does not run here" in replaced.stdout
+    assert json.loads((current / "manifest.json").read_text(encoding="utf-8"))["inputs_sha256"] != kept_inputs

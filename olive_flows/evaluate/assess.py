@@ -99,7 +99,9 @@ def score_current(
 ) -> dict[str, Any]:
     """The current package in ``folder`` scored again on the held-out rows and scoring settings of
     the new package built as ``manifest`` says, on the same provider, so that promote.when: better
-    compares the two on the same rows. Its own eval.json and report stay as they are."""
+    compares the two on the same rows. Its own eval.json and report stay as they are. A current
+    package that no longer runs here (damaged, or made for a runtime since replaced) has no scores
+    ({}) and the new package replaces it."""
     target = manifest["target"]["name"]
     genai_provider = metadata.target_profile(manifest["target"]["provider"])["genai_provider"]
     console.say(
@@ -108,8 +110,13 @@ def score_current(
     )
     subject = EvalSubject.of(recipe, manifest, workspace)
     provider = genai_provider if provider_available(genai_provider) else None
-    with output_to(log):
-        return score_package(recipe, folder, subject, console, f"package {target}: current package", provider)
+    try:
+        with output_to(log):
+            return score_package(recipe, folder, subject, console, f"package {target}: current package", provider)
+    except RuntimeError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.say(f"package {target}: the current package does not run here ({why}): nothing to compare with")
+        return {}
 
 
 def _history(peft_folder: Path | None) -> list[dict[str, Any]]:
