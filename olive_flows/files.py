@@ -23,17 +23,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tree_sha256(folder: Path) -> str | None:
-    """Hex sha256 of every file under ``folder``, by relative path and content; None if it is not a folder."""
-    if not folder.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(f"{path.relative_to(folder).as_posix()}:{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
-
-
 def read_jsonl(path: Path, limit: int | None = None) -> list[Any]:
     """The rows of a JSON Lines file (the first ``limit`` of them when given); blank lines are skipped."""
     rows: list[Any] = []

@@ -23,11 +23,11 @@ from olive_flows.console import Console
 from olive_flows.data.audit import tokenization_stats, write_audit
 from olive_flows.evaluate.assess import NOT_VERIFIED, assess_package, score_current
 from olive_flows.evaluate.report import overfitting
-from olive_flows.files import tree_sha256, write_json, write_text_atomic
+from olive_flows.files import write_json, write_text_atomic
 from olive_flows.layout import EVAL, MANIFEST, REPORT_HTML, TRAINING_LOG, Workspace
 from olive_flows.package.assemble import PackageError
 from olive_flows.package.build import PackageCheck, build_package, size_mb
-from olive_flows.package.manifest import PLAN, plan_fingerprint, recipe_hash, up_to_date
+from olive_flows.package.manifest import PLAN, file_table, plan_fingerprint, recipe_hash, up_to_date
 from olive_flows.package.promotion import NotPromoted
 from olive_flows.paths import display_path
 from olive_flows.problems import UserError
@@ -185,12 +185,13 @@ def _unchanged(recipe: Recipe, workspace: Workspace, targets: list[str], adapter
     return published == {"plan": plan_sha256, "folders": _copies(recipe, workspace, adapters)}
 
 
-def _copies(recipe: Recipe, workspace: Workspace, adapters: list[str]) -> dict[str, str | None]:
-    """The content fingerprint of each adapter's PEFT copy and (where it has a dataset) data audit."""
+def _copies(recipe: Recipe, workspace: Workspace, adapters: list[str]) -> dict[str, dict[str, Any]]:
+    """The sha256 and size of every file in each adapter's PEFT copy and (where it has a dataset)
+    data audit."""
     folders = [workspace.peft(a) for a in adapters] + [
         workspace.audit(a) for a in adapters if recipe.spec.dataset_of(a)
     ]
-    return {folder.relative_to(workspace.root).as_posix(): tree_sha256(folder) for folder in folders}
+    return {folder.relative_to(workspace.root).as_posix(): file_table(folder) for folder in folders}
 
 
 def _report_adapters(workspace: Workspace, jobs: list[Job], console: Console) -> None:
