@@ -113,7 +113,7 @@ class Workspace:
 
     @property
     def published(self) -> Path:
-        """The plan fingerprint of the run that last wrote the _data/ and _peft/ copies, and theirs."""
+        """The plan fingerprint of the run that last wrote the _data/ and _peft/ copies, and their file tables."""
         return self.work / "published.json"
 
     @property
