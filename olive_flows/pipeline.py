@@ -146,6 +146,7 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
         log = run_dir / "logs" / f"eval-{target}.log"
         check = partial(assess_package, recipe, workspace=workspace, console=console, log=log)
         rescore = partial(score_current, recipe, workspace=workspace, console=console, log=log)
+        evaluations = (f"evaluate {target}", f"evaluate {target}: current package")  # timings.json stages
         started, timings[f"package {target}"] = time.monotonic(), 0.0
         try:
             package, scores = build_package(
@@ -155,18 +156,16 @@ def _run(recipe: Recipe, workspace: Workspace, console: Console, run_dir: Path |
                 plan.datasets,
                 plan.model,
                 workspace,
-                _timed(check, timings, f"evaluate {target}"),
+                _timed(check, timings, evaluations[0]),
                 plan_sha256,
-                _timed(rescore, timings, f"evaluate {target}: current package"),
+                _timed(rescore, timings, evaluations[1]),
             )
         except NotPromoted as exc:  # the other targets still get their chance
             console.say(str(exc))
             not_promoted.append(str(exc))
             continue
         finally:
-            evaluated = sum(
-                timings.get(name, 0.0) for name in (f"evaluate {target}", f"evaluate {target}: current package")
-            )
+            evaluated = sum(timings.get(name, 0.0) for name in evaluations)
             timings[f"package {target}"] = round(time.monotonic() - started - evaluated, 1)
             _write_timings(run_dir, timings)
         _report_package(console, result, target, package, scores, len(adapter_outputs))
