@@ -383,9 +383,11 @@ WHY_MISSED = {
         f"over {r['training']['steps']} steps both run the same transformers Trainer on the same rows; "
         "olive-flows skips the LM head where no label is and trains in bf16 where the CPU computes it natively "
         f"({'as this one does' if r['training'].get('bf16_natively') else 'this one does not: both train in fp32 here'}), "
-        "and its padding-free packing (training.packing, "
-        f"{r['padding']['ratio_packed_vs_padded']}x the padded batches here) does not pay on CPU, where the "
-        "masked attention over the packed sequence costs more than the padding it saves."
+        "and padding-free packing (training.packing) has little to save on these rows of about the same "
+        f"length ({r['padding']['ratio_packed_vs_padded']}x the padded batches; "
+        f"{r['padding']['ratio_packed_vs_padded_multi_turn']}x on multi-turn rows of varied length). What is "
+        "left is the same matrix products on both sides: the base model's forward and the backward to its "
+        "inputs, which torch's fp32 GEMM computes at the speed of this CPU."
     ),
     "unchanged_rerun_s": lambda r: (
         "process start-up, the data check and hashing the model and the package add up (Olive is not started)."
@@ -564,7 +566,11 @@ def padding_report(r: dict[str, Any]) -> list[str]:
         f"row padded to max_seq_len, every token learned) {speeds['olive-default']}: "
         f"{p['ratio_olive_flows_vs_olive_default']}x. With `training.packing: true` (each batch's rows in one "
         f"sequence, no padding) olive-flows trained {speeds['olive-flows packed']} "
-        f"({p['ratio_packed_vs_padded']}x the padded batches): the attention then spans the whole packed sequence.",
+        f"({p['ratio_packed_vs_padded']}x the padded batches): these rows are about as long as each other, so "
+        "there is little padding to save. The same rows joined into conversations of one to four exchanges "
+        f"({p['multi_turn_mean_tokens_per_row']} tokens per row on average, max_seq_len {p['multi_turn_max_seq_len']}): "
+        f"padded {speeds['multi-turn']}, packed {speeds['multi-turn packed']} non-padding tokens/s "
+        f"({p['ratio_packed_vs_padded_multi_turn']}x).",
         "",
     ]
 

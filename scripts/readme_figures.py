@@ -198,7 +198,12 @@ def padding(r: dict[str, Any]) -> str:
         f"on {machine(r['machine'])}, both through the training pass above), olive-flows' data handling trains "
         f"{speeds['olive-flows']} non-padding tokens/s against {speeds['olive-default']} with Olive's default "
         f"padding: **{p['ratio_olive_flows_vs_olive_default']}x**. Packed (`training.packing: true`), the same "
-        f"training ran {speeds['olive-flows packed']} tokens/s, {p['ratio_packed_vs_padded']}x the padded batches.\n"
+        f"training ran {speeds['olive-flows packed']} tokens/s, {p['ratio_packed_vs_padded']}x the padded batches "
+        f"(these rows are all about {p['mean_tokens_per_row']} tokens long, so a batch of them is little padding). "
+        f"On the same rows joined into conversations of one to four exchanges "
+        f"({p['multi_turn_mean_tokens_per_row']} tokens per row on average, max_seq_len {p['multi_turn_max_seq_len']}), "
+        f"packed trained {speeds['multi-turn packed']} tokens/s against {speeds['multi-turn']} padded: "
+        f"**{p['ratio_packed_vs_padded_multi_turn']}x**.\n"
     )
 
 

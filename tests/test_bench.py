@@ -22,6 +22,8 @@ def test_train_padding_runs_as_the_readme_shows(tmp_path):
     figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["steps"] == 1 and figures["ratio_olive_flows_vs_olive_default"] > 0
     assert figures["ratio_packed_vs_padded"] > 0, "the packed side trained too"
+    assert figures["ratio_packed_vs_padded_multi_turn"] > 0, "and both multi-turn sides"
+    assert figures["multi_turn_mean_tokens_per_row"] > 1.5 * figures["mean_tokens_per_row"], "rows of 1 to 4 exchanges"
 
 
 @pytest.mark.slow

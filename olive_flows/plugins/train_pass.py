@@ -12,10 +12,12 @@ this way (remote code) get Olive's batches unchanged.
 
 With ``packing`` (the recipe's ``training.packing``) they also pack each batch: the
 batch's rows end to end as one sequence, position ids restarting at each row and no attention mask,
-from which transformers' mask functions build one causal block per row, so no padding is computed
-and no row attends to another. No label sits on a row's first token (in a padded batch no position
-predicts it). A model whose attention mixes packed rows (checked on two short rows before training:
-the packed logits must equal the rows' own) trains on padded batches.
+so no padding is computed. A model on transformers' sdpa attention then attends within each row on
+its own (models/packed_attention.py); other attentions read the rows from the position ids (one
+causal block per row in their mask, or flash-attention's variable-length kernel), so no row attends
+to another. No label sits on a row's first token (in a padded batch no position predicts it). A
+model whose attention mixes packed rows (checked on two short rows before training: the packed
+logits must equal the rows' own) trains on padded batches.
 
 With ``mixed_precision`` (the recipe's ``training.mixed_precision``, resolved here, on the machine that
 trains) they train in transformers' bf16 mixed precision where the device computes bf16 in hardware
@@ -55,6 +57,7 @@ from olive_flows.callbacks import on_every_trainer
 from olive_flows.data.tokenize import IGNORE  # Olive's collator pads labels with it too
 from olive_flows.files import write_json
 from olive_flows.models.logits import slices_chosen_logits
+from olive_flows.models.packed_attention import attending_per_row
 from olive_flows.world import joined
 
 logger = logging.getLogger(f"olive.{__name__}")  # under Olive's logger: its lines go to the job log
@@ -270,14 +273,18 @@ class LearnedLogitsOnly:
             logger.info("Training computes logits only at the learned positions")
         else:
             logger.info("Training computes every logit: this model's forward cannot skip positions")
-        self.packed = config.packing and keeps_packed_rows_apart(model)
-        if self.packed:
-            logger.info("Training packs each batch's rows into one sequence: no padding is computed")
-        elif config.packing:
-            logger.info("Training pads each batch: this model's attention does not keep packed rows apart")
-        stopping = early_stopping(config.early_stopping_patience, config.early_stopping_threshold)
-        with stopping, on_every_trainer(RowRecord()) as record:
-            trained = super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
+        with attending_per_row(model, config.packing) as per_row:
+            self.packed = config.packing and keeps_packed_rows_apart(model)
+            if self.packed:
+                logger.info(
+                    "Training packs each batch's rows into one sequence: no padding is computed (%s)",
+                    "attention per row" if per_row else "the model's attention reads the rows from the position ids",
+                )
+            elif config.packing:
+                logger.info("Training pads each batch: this model's attention does not keep packed rows apart")
+            stopping = early_stopping(config.early_stopping_patience, config.early_stopping_threshold)
+            with stopping, on_every_trainer(RowRecord()) as record:
+                trained = super().train_and_save_new_model(model, tokenizer, config, *args, **kwargs)
         record.write(Path(config.training_args.output_dir), config.world_size)
         return trained
 
